@@ -1,0 +1,110 @@
+"""The one interface every model implements.
+
+An adapter is a thin translation layer: images and `Sample`s in, `Instance`s out. The constructor's
+keyword arguments are the schema of the model block of a config (unknown keys fail before any GPU work),
+and the keyword-only arguments of `train` are the schema of a training schedule. Upstream libraries
+(torch, cellpose, ultralytics, ...) are imported inside methods only, so importing an adapter is free.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from harness.data import Instance, Sample
+    from harness.weights import WeightSpec
+
+logger = logging.getLogger(__name__)
+
+
+class Adapter(abc.ABC):
+    """Common train/predict surface over one upstream model.
+
+    Class attributes:
+        name: registry name (set by ``@register``).
+        description: one line for ``c6bench models``.
+        multiclass: True when one model learns every class (YOLO); False when the harness trains one
+            single-class model per target (CellPose, as in the paper).
+        needs_label_maps: True when training needs priority-resolved, non-overlapping label maps.
+        weights: known pretrained weights of this model (see `harness.weights`).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    multiclass: ClassVar[bool] = False
+    needs_label_maps: ClassVar[bool] = False
+    weights: ClassVar[tuple[WeightSpec, ...]] = ()
+
+    def __init__(self, weights: str | None = None, device: str = "cpu") -> None:
+        """Args:
+        weights: a known weights name, a local file path, or None for random initialisation.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (already resolved from ``auto`` by the harness).
+        """
+        self.weights_arg = weights
+        self.device = device
+
+    # ------------------------------------------------------------------ the contract
+
+    @abc.abstractmethod
+    def train(self, train_samples: Sequence[Sample], val_samples: Sequence[Sample], out_dir: Path, **schedule: Any) -> Path:
+        """Fine-tune on `train_samples` (validate on `val_samples`), write into `out_dir`, return the checkpoint.
+
+        Subclasses declare their schedule as keyword-only arguments (epochs, learning rate, ...).
+        For single-class adapters every instance's category is already the target name; for multiclass
+        adapters categories are the dataset's class names.
+        """
+
+    @abc.abstractmethod
+    def load(self, checkpoint: Path) -> None:
+        """Load a checkpoint written by `train` (or a compatible file); fail loudly on a foreign one."""
+
+    @abc.abstractmethod
+    def predict(self, image: np.ndarray) -> list[Instance]:
+        """Segment one image (as read by `harness.data.read_image`); overlapping output allowed.
+
+        Instances carry scores where the model has them. Multiclass adapters set the class name as
+        category; single-class adapters may use any category (the harness assigns the target).
+        """
+
+    # ------------------------------------------------------------------ helpers shared by all adapters
+
+    @property
+    def init(self) -> str:
+        """What the weights were at construction: ``pretrained:<name>`` or ``scratch`` (recorded in results)."""
+        return f"pretrained:{self.weights_arg}" if self.weights_arg else "scratch"
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the upstream packages this adapter uses (for the run manifest)."""
+        return {}
+
+    @classmethod
+    def build(cls, params: dict[str, Any] | None = None, **fixed: Any) -> Adapter:
+        """Construct from a config mapping, rejecting unknown keys with the list of allowed ones."""
+        params = dict(params or {})
+        check_keys(cls.__init__, {**params, **fixed}, f"model '{cls.name}'")
+        return cls(**params, **fixed)
+
+    @classmethod
+    def check_schedule(cls, schedule: dict[str, Any]) -> None:
+        """Fail early when a training schedule names a key that `train` does not accept."""
+        check_keys(cls.train, schedule, f"training schedule of model '{cls.name}'", skip=4)
+
+
+def check_keys(func: Any, given: dict[str, Any], what: str, skip: int = 1) -> None:
+    """Raise `ConfigError` naming the unknown keys and the allowed ones (taken from `func`'s signature)."""
+    params = list(inspect.signature(func).parameters.values())[skip:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    allowed = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")

@@ -1,0 +1,208 @@
+"""Dataset configs (``configs/datasets/*.yaml``): where the splits are and which categories make a target.
+
+A dataset has parts (Glioma C6: ``spec`` and ``gen``), each with splits (folders holding the images and
+exactly one COCO JSON, found by globbing) and a target → category-names map. Split references are
+written ``part/split`` (``spec/train``). Target names are checked against the categories actually present
+in the JSON: an unknown name fails listing the names present.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.data import Sample, load_coco
+from harness.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+GLIOMA_ROOT = REPO_ROOT / "data" / "glioma_c6"
+
+_TOP_KEYS = {"name", "root", "parts", "classes", "train", "valid", "evaluate"}
+_PART_KEYS = {"splits", "targets"}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a dataset: split name → folder, target name → COCO category names."""
+
+    splits: dict[str, str]
+    targets: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """A validated dataset YAML with its data root resolved."""
+
+    name: str
+    root: Path
+    parts: dict[str, Part]
+    classes: tuple[str, ...]
+    train: str
+    valid: str
+    evaluate: tuple[str, ...]
+    source: Path
+
+    def part_of(self, ref: str) -> Part:
+        """The `Part` of a ``part/split`` reference."""
+        return self.parts[ref.split("/", 1)[0]]
+
+    def split_dir(self, ref: str) -> Path:
+        """Folder of a ``part/split`` reference."""
+        part, split = _split_ref(ref)
+        return self.root / self.parts[part].splits[split]
+
+    def targets_of(self, ref: str) -> dict[str, tuple[str, ...]]:
+        """Targets that can be evaluated on a split (those its part defines)."""
+        return self.part_of(ref).targets
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    if ref.count("/") != 1:
+        raise ConfigError(f"split reference {ref!r} must be written 'part/split' (e.g. 'spec/test')")
+    part, split = ref.split("/")
+    return part, split
+
+
+def load_dataset_config(path: Path | str, root: Path | str | None = None) -> DatasetConfig:
+    """Read and validate a dataset YAML; ``root`` overrides the YAML's data root."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: dataset config not found; shipped ones: "
+                          f"{', '.join(p.name for p in sorted((CONFIG_DIR / 'datasets').glob('*.yaml')))}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    _check_keys(raw, _TOP_KEYS, {"name", "root", "parts", "train", "valid", "evaluate"}, str(path))
+    parts: dict[str, Part] = {}
+    for part_name, part in (raw["parts"] or {}).items():
+        where = f"{path}: parts.{part_name}"
+        if not isinstance(part, dict):
+            raise ConfigError(f"{where} must be a mapping with 'splits' and 'targets'")
+        _check_keys(part, _PART_KEYS, _PART_KEYS, where)
+        targets = {str(t): tuple(str(c) for c in _as_list(cats, f"{where}.targets.{t}"))
+                   for t, cats in part["targets"].items()}
+        parts[str(part_name)] = Part(splits={str(k): str(v) for k, v in part["splits"].items()}, targets=targets)
+    data_root = Path(root) if root is not None else Path(raw["root"])
+    if not data_root.is_absolute():
+        data_root = (REPO_ROOT / data_root) if root is None else data_root.resolve()
+    cfg = DatasetConfig(
+        name=str(raw["name"]),
+        root=data_root,
+        parts=parts,
+        classes=tuple(str(c) for c in raw.get("classes") or ()),
+        train=str(raw["train"]),
+        valid=str(raw["valid"]),
+        evaluate=tuple(str(r) for r in _as_list(raw["evaluate"], f"{path}: evaluate")),
+        source=path,
+    )
+    for ref in (cfg.train, cfg.valid, *cfg.evaluate):
+        part, split = _split_ref(ref)
+        if part not in parts or split not in parts[part].splits:
+            raise ConfigError(f"{path}: split {ref!r} is not defined under parts; defined: "
+                              f"{', '.join(f'{p}/{s}' for p, v in parts.items() for s in v.splits)}")
+    train_targets = cfg.targets_of(cfg.train)
+    for cls in cfg.classes:
+        if cls not in train_targets:
+            raise ConfigError(f"{path}: class {cls!r} is not a target of the training part; "
+                              f"targets: {', '.join(train_targets)}")
+    return cfg
+
+
+def _as_list(value: Any, where: str) -> list[Any]:
+    if isinstance(value, (str, int)):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where} must be a non-empty list")
+    return value
+
+
+def _check_keys(raw: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    missing = sorted(required - set(raw))
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
+
+
+def resolve_data(data: str | Path) -> DatasetConfig:
+    """``auto`` (Glioma C6 when downloaded, else the bundled sample), ``sample``, ``glioma_c6``, a dataset
+    YAML, or a folder holding the Glioma C6 archive layout."""
+    text = str(data)
+    if text == "auto":
+        if GLIOMA_ROOT.is_dir():
+            logger.info("using Glioma C6 at %s", GLIOMA_ROOT)
+            return load_dataset_config(CONFIG_DIR / "datasets" / "glioma_c6.yaml")
+        logger.warning("Glioma C6 is not downloaded (%s absent): running on the bundled sample data/sample "
+                       "(get the dataset with `c6bench data fetch`)", GLIOMA_ROOT)
+        return load_dataset_config(CONFIG_DIR / "datasets" / "sample.yaml")
+    named = CONFIG_DIR / "datasets" / f"{text}.yaml"
+    if named.is_file():
+        return load_dataset_config(named)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml"):
+        return load_dataset_config(path)
+    if path.is_dir():
+        root = path / "dataset" if (path / "dataset").is_dir() else path
+        return load_dataset_config(CONFIG_DIR / "datasets" / "glioma_c6.yaml", root=root)
+    raise ConfigError(f"--data {text!r}: not 'auto', a shipped dataset name, a dataset YAML or a folder")
+
+
+def find_annotation_file(split_dir: Path) -> Path:
+    """The single COCO JSON of a split folder (searched in the folder, then one level down)."""
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: split folder not found; is the dataset downloaded and the root right?")
+    found = sorted(split_dir.glob("*.json")) or sorted(split_dir.glob("*/*.json"))
+    if len(found) != 1:
+        listing = ", ".join(str(p) for p in found) or "none"
+        raise DataError(f"{split_dir}: expected exactly one COCO JSON file, found {len(found)} ({listing})")
+    return found[0]
+
+
+def load_split(cfg: DatasetConfig, ref: str) -> list[Sample]:
+    """Samples of a ``part/split`` with its targets validated against the JSON's category names."""
+    split_dir = cfg.split_dir(ref)
+    json_path = find_annotation_file(split_dir)
+    images_dir = split_dir / "images" if (split_dir / "images").is_dir() else split_dir
+    samples, categories = load_coco(json_path, images_dir)
+    check_targets(cfg.targets_of(ref), set(categories.values()), json_path)
+    return samples
+
+
+def check_targets(targets: dict[str, Sequence[str]], present: set[str], json_path: Path) -> None:
+    """Every category name a target uses must exist in the annotation file."""
+    for target, names in targets.items():
+        unknown = [n for n in names if n not in present]
+        if unknown:
+            raise ConfigError(
+                f"target {target!r} uses categor{'y' if len(unknown) == 1 else 'ies'} "
+                f"{', '.join(map(repr, unknown))} not found in {json_path}; names present: "
+                f"{', '.join(map(repr, sorted(present)))} (fix the dataset YAML)"
+            )
+
+
+def select(samples: Iterable[Sample], categories: Sequence[str], as_name: str) -> list[Sample]:
+    """Keep only instances of `categories`, renamed to `as_name` (one target, or one class)."""
+    wanted = set(categories)
+    return [s.with_instances(i.with_category(as_name) for i in s.instances if i.category in wanted) for s in samples]
+
+
+def as_classes(samples: Iterable[Sample], cfg: DatasetConfig, ref: str) -> list[Sample]:
+    """Rename instances to the dataset's class names (for multiclass models); others are dropped."""
+    targets = cfg.targets_of(ref)
+    to_class = {cat: cls for cls in cfg.classes for cat in targets.get(cls, ())}
+    return [
+        s.with_instances(i.with_category(to_class[i.category]) for i in s.instances if i.category in to_class)
+        for s in samples
+    ]

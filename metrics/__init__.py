@@ -1,0 +1,1 @@
+"""Metrics: overlap-aware matching and the paper's scores (numpy/scipy/pycocotools/scikit-image only)."""
