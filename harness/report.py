@@ -602,3 +602,473 @@ def write_stats(cfg: Any, out_dir: Path, splits: Sequence[str] | None = None, ru
     sets += prediction_morphology_sets(cfg, runs)
     rows, figures = write_morphology(sets, out_dir)
     return [*write_size_tables(rows, out_dir), *(p for _, p in figures)]
+
+
+# ============================================================================================ tables
+
+#: The two ground-truth modes of the paper: overlapping polygons (Table 2) and priority-resolved (Table 4).
+GT_MODES = {"overlap": "Table 2 — overlapping ground truth", "resolved": "Table 4 — priority-resolved ground truth"}
+TABLE_NUMBER = {"overlap": "table2", "resolved": "table4"}
+#: Score columns: (column name, threshold, score key in the pooled counts).
+SCORES = (("P@0.5", "0.5", "precision"), ("R@0.5", "0.5", "recall"), ("F1@0.5", "0.5", "f1"),
+          ("AP@0.5", "0.5", "ap"), ("AP@0.75", "0.75", "ap"), ("AP@0.9", "0.9", "ap"))
+ID_COLUMNS = ("model", "mode", "init", "profile", "target", "subset", "n_images", "run")
+
+
+@dataclass
+class ResultRow:
+    """One (model, mode, target, subset) row of a run, its status and its scores per GT mode (fractions)."""
+
+    run: str
+    model: str
+    mode: str
+    target: str
+    subset: str
+    status: str
+    reason: str
+    init: str
+    profile: str
+    n_images: int | None
+    scores: dict[str, dict[str, float | None]]  # gt mode -> column -> fraction
+    ci: dict[str, dict[str, tuple[float, float]]]  # gt mode -> column -> (low, high) fractions
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.mode, self.target, self.subset
+
+
+def pct(value: float | None) -> float | None:
+    """A fraction as a percentage with one decimal (the paper's format)."""
+    return None if value is None else round(100.0 * float(value), 1)
+
+
+def table_rows(rows: Sequence[ResultRow], gt_mode: str) -> list[dict[str, Any]]:
+    """Rows of one paper table: identity columns, percentages, and ``[low, high]`` intervals where present."""
+    out = []
+    for r in rows:
+        if r.status != "ok" or gt_mode not in r.scores:
+            continue
+        row: dict[str, Any] = {"model": r.model, "mode": r.mode, "init": r.init, "profile": r.profile,
+                               "target": r.target, "subset": r.subset, "n_images": r.n_images, "run": r.run}
+        for column, _, _ in SCORES:
+            row[column] = pct(r.scores[gt_mode].get(column))
+            ci = r.ci.get(gt_mode, {}).get(column)
+            row[f"{column} CI"] = None if ci is None else [pct(ci[0]), pct(ci[1])]
+        out.append(row)
+    return sorted(out, key=lambda x: (x["target"], x["subset"], x["model"], x["mode"]))
+
+
+def _with_ci(value: float | None, ci: list[float] | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value:.1f}" if ci is None else f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def missing_lines(rows: Sequence[ResultRow]) -> list[str]:
+    """One line per row that has no numbers (skipped/failed), with its reason."""
+    return [f"{r.model} · {r.mode} · {r.target} · {r.subset}: {r.status}" + (f" — {r.reason}" if r.reason else "")
+            for r in sorted(rows, key=lambda x: (x.model, x.mode, x.target, x.subset)) if r.status != "ok"]
+
+
+def table_markdown(rows: Sequence[dict[str, Any]], gt_mode: str, missing: Sequence[str]) -> str:
+    """One paper table in Markdown: ``value [95% CI]`` cells, then the missing/skipped rows."""
+    display = [{**r, **{c: _with_ci(r[c], r[f"{c} CI"]) for c, _, _ in SCORES}} for r in rows]
+    columns = [c for c in ID_COLUMNS if c != "run"] + [c for c, _, _ in SCORES]
+    text = f"## {GT_MODES[gt_mode]}\n\nPercent, pooled over images; [95% bootstrap interval over images] where the run " \
+           "computed one.\n\n" + markdown_table(display, columns)
+    text += "\nMissing or skipped rows:" + (" none" if not missing else "\n\n" + "\n".join(f"- {m}" for m in missing))
+    return text + "\n"
+
+
+def write_table(rows: Sequence[ResultRow], gt_mode: str, out_dir: Path, missing: Sequence[str]) -> list[Path]:
+    """``table2``/``table4`` as Markdown, CSV (interval bounds in ``<col> lo``/``hi`` columns) and JSON."""
+    import json
+
+    trows = table_rows(rows, gt_mode)
+    stem = TABLE_NUMBER[gt_mode]
+    csv_rows, csv_cols = [], list(ID_COLUMNS)
+    for c, _, _ in SCORES:
+        csv_cols += [c, f"{c} lo", f"{c} hi"]
+    for r in trows:
+        flat = {k: v for k, v in r.items() if not k.endswith(" CI")}
+        for c, _, _ in SCORES:
+            ci = r[f"{c} CI"]
+            flat[f"{c} lo"], flat[f"{c} hi"] = (ci[0], ci[1]) if ci else (None, None)
+        csv_rows.append(flat)
+    payload = {"table": GT_MODES[gt_mode], "units": "percent, one decimal; CI = 95% bootstrap over images",
+               "rows": trows, "missing": list(missing)}
+    return [
+        write_text(out_dir / f"{stem}.md", table_markdown(trows, gt_mode, missing)),
+        write_csv(out_dir / f"{stem}.csv", csv_rows, csv_cols),
+        write_text(out_dir / f"{stem}.json", json.dumps(payload, indent=2) + "\n"),
+    ]
+
+
+# ============================================================================================ runs
+
+
+@dataclass
+class Run:
+    """A finished run directory as the report reads it."""
+
+    path: Path
+    model: str
+    config: dict[str, Any]
+    manifest: dict[str, Any]
+    rows: list[ResultRow]
+    #: (mode, target, subset, gt mode) -> image -> (TP, FP, FN) at IoU 0.5
+    per_image: dict[tuple[str, str, str, str], dict[str, tuple[int, int, int]]]
+
+
+def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """Run directories among `paths`: each is a run (holds ``results.json``) or a folder of runs."""
+    from harness.errors import DataError
+
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "results.json").is_file():
+            found.append(path)
+        elif path.is_dir():
+            runs = sorted(p.parent for p in path.glob("*/results.json"))
+            if not runs:
+                raise DataError(f"{path}: neither a run directory (no results.json) nor a folder of runs; "
+                                "finish a run with `c6bench bench` first")
+            found.extend(runs)
+        else:
+            raise DataError(f"{path}: run directory not found")
+    return sorted(dict.fromkeys(p.resolve() for p in found))
+
+
+def _read_json_file(path: Path) -> Any:
+    import json
+
+    from harness.errors import DataError
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc}); was the run interrupted? re-run `c6bench bench`") from exc
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read ``results.json``, ``per_image.csv``, ``config.yaml`` and ``manifest.json`` of a run."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    results = _read_json_file(run_dir / "results.json")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    manifest = _read_json_file(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    rows = parse_results(results, run_dir)
+    per_image = parse_per_image(run_dir / "per_image.csv") if (run_dir / "per_image.csv").is_file() else {}
+    model = rows[0].model if rows else run_label(run_dir)
+    return Run(path=run_dir, model=model, config=config or {}, manifest=manifest or {}, rows=rows,
+               per_image=per_image)
+
+
+# ---------------------------------------------------------------- the run-file schema (one place to adapt)
+
+
+def _gt_mode_name(name: str) -> str:
+    """Map a run's name of a GT mode onto ``overlap`` / ``resolved``."""
+    low = name.lower().replace("-", "_")
+    if low in ("overlap", "overlapping"):
+        return "overlap"
+    if low in ("resolved", "nonoverlap", "non_overlap", "priority", "priority_resolved"):
+        return "resolved"
+    from harness.errors import DataError
+
+    raise DataError(f"unknown ground-truth mode {name!r}; expected overlap or resolved/nonoverlap")
+
+
+def _scores_of(pooled: Mapping[str, Any], where: str) -> tuple[dict[str, float | None], dict[str, tuple[float, float]]]:
+    """Columns and intervals of the paper's tables from a metrics ``pooled`` block (fractions)."""
+    from harness.errors import DataError
+
+    scores: dict[str, float | None] = {}
+    ci: dict[str, tuple[float, float]] = {}
+    for column, threshold, key in SCORES:
+        block = pooled.get(threshold)
+        if not isinstance(block, Mapping) or key not in block:
+            raise DataError(f"{where}: no pooled '{key}' at IoU {threshold}; results.json does not have the "
+                            "expected schema (re-run with the current harness)")
+        scores[column] = None if block[key] is None else float(block[key])
+        interval = (block.get("ci") or {}).get(key) if isinstance(block.get("ci"), Mapping) else None
+        if interval is not None:
+            ci[column] = (float(interval[0]), float(interval[1]))
+    return scores, ci
+
+
+def parse_results(results: Any, run_dir: Path) -> list[ResultRow]:
+    """`ResultRow`s of a run's ``results.json``."""
+    from harness.errors import DataError
+
+    where = run_dir / "results.json"
+    raw_rows = results.get("rows") if isinstance(results, Mapping) else results
+    if not isinstance(raw_rows, list):
+        raise DataError(f"{where}: expected a list of rows (or an object with 'rows')")
+    rows = []
+    for k, raw in enumerate(raw_rows):
+        item = f"{where}: row {k}"
+        missing = [key for key in ("model", "mode", "target", "subset", "status") if key not in raw]
+        if missing:
+            raise DataError(f"{item}: missing key(s) {', '.join(missing)}")
+        scores: dict[str, dict[str, float | None]] = {}
+        ci: dict[str, dict[str, tuple[float, float]]] = {}
+        n_images = raw.get("n_images")
+        if raw["status"] == "ok":
+            for name, block in (raw.get("metrics") or {}).items():
+                mode = _gt_mode_name(name)
+                scores[mode], ci[mode] = _scores_of(block.get("pooled", {}), f"{item} ({name})")
+                n_images = n_images if n_images is not None else block.get("n_images")
+        rows.append(ResultRow(
+            run=run_dir.name, model=str(raw["model"]), mode=str(raw["mode"]), target=str(raw["target"]),
+            subset=str(raw["subset"]), status=str(raw["status"]), reason=str(raw.get("reason") or ""),
+            init=str(raw.get("init") or ""), profile=str(raw.get("profile") or ""),
+            n_images=None if n_images is None else int(n_images), scores=scores, ci=ci,
+        ))
+    return rows
+
+
+def parse_per_image(path: Path) -> dict[tuple[str, str, str, str], dict[str, tuple[int, int, int]]]:
+    """Per-image TP/FP/FN at IoU 0.5 of ``per_image.csv``, keyed by (mode, target, subset, gt mode)."""
+    import csv
+
+    from harness.errors import DataError
+
+    out: dict[tuple[str, str, str, str], dict[str, tuple[int, int, int]]] = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        need = {"mode", "target", "subset", "gt_mode", "image", "threshold", "tp", "fp", "fn"}
+        if not need <= set(reader.fieldnames or ()):
+            raise DataError(f"{path}: columns {sorted(need - set(reader.fieldnames or ()))} missing; "
+                            f"present: {reader.fieldnames}")
+        for row in reader:
+            if float(row["threshold"]) != 0.5:
+                continue
+            key = (row["mode"], row["target"], row["subset"], _gt_mode_name(row["gt_mode"]))
+            out.setdefault(key, {})[row["image"]] = (int(row["tp"]), int(row["fp"]), int(row["fn"]))
+    return out
+
+
+# ============================================================================================ comparisons
+
+COMPARE_COLUMNS = ("gt_mode", "target", "subset", "A", "B", "n_images", "F1 A", "F1 B", "ΔF1 (A−B)", "95% CI")
+
+
+def paired_comparisons(runs: Sequence[Run], n_boot: int = 2000, seed: int = 0) -> tuple[list[dict[str, Any]], list[str]]:
+    """F1@0.5 of every two rows on the same target, subset and images, A − B with a bootstrap interval.
+
+    Pairs: two models in the same mode, and one model's modes against each other (zero-shot vs
+    fine-tuned). Returns the comparison rows (percentage points) and lines saying which pairs were
+    impossible and why (different images, no per-image counts).
+    """
+    import itertools
+
+    entries = [(run, key, counts) for run in runs for key, counts in run.per_image.items()]
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    groups: dict[tuple[str, str, str], list[tuple[Run, str, dict[str, tuple[int, int, int]]]]] = {}
+    for run, (mode, target, subset, gt_mode), counts in entries:
+        groups.setdefault((gt_mode, target, subset), []).append((run, mode, counts))
+    for (gt_mode, target, subset), members in sorted(groups.items()):
+        for (ra, ma, ca), (rb, mb, cb) in itertools.combinations(members, 2):
+            if not (ra.model != rb.model and ma == mb) and not (ra.model == rb.model and ma != mb):
+                continue
+            name_a, name_b = f"{ra.model} {ma}", f"{rb.model} {mb}"
+            if set(ca) != set(cb):
+                notes.append(f"{name_a} vs {name_b} ({gt_mode}, {target}, {subset}): not compared, different "
+                             f"images ({len(ca)} vs {len(cb)})")
+                continue
+            images = sorted(ca)
+            res = paired_f1_bootstrap(np.array([ca[i] for i in images]), np.array([cb[i] for i in images]),
+                                      n_boot=n_boot, seed=seed)
+            ci = None if res["ci_low"] is None else [pct(res["ci_low"]), pct(res["ci_high"])]
+            rows.append({"gt_mode": gt_mode, "target": target, "subset": subset, "A": name_a, "B": name_b,
+                         "n_images": res["n_images"], "F1 A": pct(res["f1_a"]), "F1 B": pct(res["f1_b"]),
+                         "ΔF1 (A−B)": pct(res["diff"]), "95% CI": ci, "n_boot": n_boot, "seed": seed})
+    return rows, notes
+
+
+def write_comparisons(rows: Sequence[dict[str, Any]], notes: Sequence[str], out_dir: Path) -> list[Path]:
+    import json
+
+    display = [{**r, "95% CI": None if r["95% CI"] is None else f"[{r['95% CI'][0]:.1f}, {r['95% CI'][1]:.1f}]"}
+               for r in rows]
+    md = ("## Paired comparison: F1@0.5 difference on the same images\n\nPercentage points; 95% percentile "
+          "bootstrap interval over images (images resampled with replacement, pooled F1 of both recomputed from "
+          "per-image TP/FP/FN). An interval excluding 0 means the difference is unlikely to be image sampling "
+          "noise.\n\n" + markdown_table(display, COMPARE_COLUMNS))
+    if notes:
+        md += "\nNot compared:\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    csv_rows = [{**r, "95% CI": None, "CI lo": r["95% CI"][0] if r["95% CI"] else None,
+                 "CI hi": r["95% CI"][1] if r["95% CI"] else None} for r in rows]
+    return [
+        write_text(out_dir / "comparison.md", md),
+        write_csv(out_dir / "comparison.csv", csv_rows, [c for c in COMPARE_COLUMNS if c != "95% CI"] + ["CI lo", "CI hi"]),
+        write_text(out_dir / "comparison.json", json.dumps({"rows": list(rows), "not_compared": list(notes)},
+                                                           indent=2, ensure_ascii=False) + "\n"),
+    ]
+
+
+# ============================================================================================ run figures
+
+
+def run_dataset(run: Run, override: Any = None) -> Any:
+    """The dataset config a run was made on (its ``config.yaml``), or `override` when given."""
+    from harness.dataset import resolve_data
+    from harness.errors import DataError
+
+    if override is not None:
+        return override
+    data = run.config.get("data") or run.manifest.get("data")
+    if isinstance(data, Mapping):
+        data = data.get("source") or data.get("path") or data.get("name")
+    if not data:
+        raise DataError(f"{run.path}: config.yaml does not say which dataset the run used; pass --data")
+    return resolve_data(data)
+
+
+def write_run_figures(run: Run, cfg: Any, out_dir: Path, overlay_images: int = 1) -> Figures:
+    """Overlays of the first `overlay_images` images of every prediction file, and the run's contact sheet."""
+    from tqdm import tqdm
+
+    figures = Figures(overlays=[], sheets=[], morphology=[])
+    tiles: list[tuple[str, np.ndarray]] = []
+    run_dir = out_dir / "overlays" / slugify(run.path.name)
+    for pf in tqdm(prediction_files(run.path), desc=f"overlays {run.path.name}", unit="file"):
+        gt = {s.file_name: s for s in target_gt(cfg, pf.subset, pf.target)}
+        preds = load_predictions(pf.path)
+        unknown = sorted(set(preds) - set(gt))
+        if unknown:
+            from harness.errors import DataError
+
+            raise DataError(f"{pf.path}: images {unknown[:3]} are not in the ground truth of {pf.subset}")
+        for k, name in enumerate(sorted(preds)):
+            sample, pred = gt[name], list(preds[name].instances)
+            image = sample.load_image()
+            label = f"{run.model} · {pf.mode} · {pf.target} · {pf.subset} · {sample.name}"
+            tiles.append((f"{pf.mode} · {pf.target} · {pf.subset}\n{sample.name}",
+                          zoom_tile(image, sample.instances, pred)))
+            if k < overlay_images:
+                fig = overlay_figure(image, sample.instances, pred, label)
+                path = run_dir / f"{slugify(pf.mode, pf.target, pf.subset, sample.name)}.png"
+                figures.overlays.append((label, save_png(fig, path)))
+    if tiles:
+        sheet = contact_sheet(tiles, f"{run.model} — {run.path.name}: zoomed overlays (densest GT window)")
+        figures.sheets.append((f"{run.model} — {run.path.name}", save_png(sheet, run_dir / "contact_sheet.png")))
+    return figures
+
+
+# ============================================================================================ HTML + driver
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1500px;color:#222}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f0f0f0}td:nth-child(-n+6){text-align:left}img{max-width:100%;border:1px solid #ddd;margin:.4em 0}
+figure{margin:1em 0}figcaption{font-size:13px;color:#555}h2{border-bottom:2px solid #ddd;padding-bottom:.2em}
+.note{color:#555;font-size:13px}"""
+
+
+def _html_paper_table(rows: Sequence[dict[str, Any]]) -> str:
+    display = [{**r, **{c: _with_ci(r[c], r[f"{c} CI"]) for c, _, _ in SCORES}} for r in rows]
+    return html_table(display, [*ID_COLUMNS, *(c for c, _, _ in SCORES)])
+
+
+def _html_figures(items: Sequence[tuple[str, Path]]) -> str:
+    return "".join(f'<figure><img alt="{html.escape(t)}" src="{png_data_uri(p)}"><figcaption>{html.escape(t)}'
+                   "</figcaption></figure>" for t, p in items)
+
+
+def write_html(path: Path, runs: Sequence[Run], tables: Mapping[str, list[dict[str, Any]]], missing: Sequence[str],
+               comparisons: Sequence[dict[str, Any]], compare_notes: Sequence[str], sizes: Sequence[dict[str, Any]],
+               figures: Figures) -> Path:
+    """One self-contained page: tables and every figure embedded as base64 PNG (opens without a server)."""
+    import time
+
+    run_rows = [{"run": r.path.name, "model": r.model, "rows": len(r.rows),
+                 "ok": sum(x.status == "ok" for x in r.rows), "device": r.manifest.get("device"),
+                 "git": str(r.manifest.get("git_hash") or r.manifest.get("git") or "")[:10]} for r in runs]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Glioma C6 benchmark report</title>"
+             f"<style>{_CSS}</style></head><body><h1>Glioma C6 benchmark report</h1>"
+             f"<p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {len(runs)} run(s).</p>",
+             "<h2>Runs</h2>", html_table(run_rows, ["run", "model", "rows", "ok", "device", "git"])]
+    for gt_mode, rows in tables.items():
+        parts += [f"<h2>{html.escape(GT_MODES[gt_mode])}</h2><p class='note'>Percent, pooled over images; "
+                  "[95% bootstrap interval over images] where computed.</p>", _html_paper_table(rows)]
+    parts.append("<h3>Missing or skipped rows</h3>" + ("<p>none</p>" if not missing else
+                 "<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>"))
+    cmp_display = [{**r, "95% CI": None if r["95% CI"] is None else f"[{r['95% CI'][0]:.1f}, {r['95% CI'][1]:.1f}]"}
+                   for r in comparisons]
+    parts += ["<h2>Paired comparison (F1@0.5, same images)</h2><p class='note'>Difference A − B in percentage "
+              "points with a 95% bootstrap interval over images.</p>", html_table(cmp_display, COMPARE_COLUMNS)]
+    if compare_notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in compare_notes) + "</ul>")
+    parts += ["<h2>Morphology (paper Figure 2)</h2><p class='note'>Eccentricity = short/long axis of the "
+              "moment ellipse; solidity = area / convex-hull area.</p>",
+              html_table(sizes, [c for c in SIZE_COLUMNS if any(c in r for r in sizes)]),
+              _html_figures(figures.morphology),
+              "<h2>Overlays (paper Figures 4/5)</h2><p class='note'>Light blue: ground-truth borders; red: predicted "
+              "borders over semi-transparent predicted masks; the zoom shows the window with the most GT cells.</p>",
+              "<h3>Contact sheets</h3>", _html_figures(figures.sheets),
+              "<h3>Full image and zoom</h3>", _html_figures(figures.overlays), "</body></html>"]
+    return write_text(path, "\n".join(parts))
+
+
+def generate_report(paths: Sequence[Path], out_dir: Path, data: Any = None, overlay_images: int = 1,
+                    n_boot: int = 2000, seed: int = 0, figures: bool = True) -> dict[str, Any]:
+    """`c6bench report`: tables, comparisons, figures and ``report.html`` for every run under `paths`.
+
+    ``data`` (a `DatasetConfig`) overrides the dataset recorded in each run's config (figures need the GT).
+    Returns a summary: files written, row counts, wall time.
+    """
+    import json
+    import time
+
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = [load_run(p) for p in tqdm(find_run_dirs(paths), desc="reading runs", unit="run")]
+    all_rows = [row for run in runs for row in run.rows]
+    missing = missing_lines(all_rows)
+    written: list[Path] = []
+    tables = {gt_mode: table_rows(all_rows, gt_mode) for gt_mode in GT_MODES}
+    for gt_mode in GT_MODES:
+        written += write_table(all_rows, gt_mode, out_dir, missing)
+    comparisons, notes = paired_comparisons(runs, n_boot=n_boot, seed=seed)
+    written += write_comparisons(comparisons, notes, out_dir)
+
+    figs = Figures(overlays=[], sheets=[], morphology=[])
+    sizes: list[dict[str, Any]] = []
+    if figures:
+        by_dataset: dict[Path, tuple[Any, list[Path]]] = {}
+        for run in runs:
+            cfg = run_dataset(run, data)
+            run_figs = write_run_figures(run, cfg, out_dir, overlay_images)
+            figs.overlays += run_figs.overlays
+            figs.sheets += run_figs.sheets
+            by_dataset.setdefault(Path(cfg.root), (cfg, []))[1].append(run.path)
+        for cfg, run_paths in by_dataset.values():
+            rows, morph = write_morphology(prediction_morphology_sets(cfg, run_paths), out_dir / "morphology")
+            sizes += rows
+            figs.morphology += morph
+        if sizes:
+            written += write_size_tables(sizes, out_dir / "morphology")
+    written += [p for _, p in (*figs.overlays, *figs.sheets, *figs.morphology)]
+    written.append(write_html(out_dir / "report.html", runs, tables, missing, comparisons, notes, sizes, figs))
+    summary = {
+        "runs": [str(r.path) for r in runs],
+        "rows": {gt_mode: len(rows) for gt_mode, rows in tables.items()},
+        "missing": missing,
+        "comparisons": len(comparisons),
+        "figures": len(figs.overlays) + len(figs.sheets) + len(figs.morphology),
+        "largest_file": max(((p.stat().st_size, str(p)) for p in written), default=(0, ""))[::-1],
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
+    report = {"summary": summary, "tables": {TABLE_NUMBER[m]: r for m, r in tables.items()},
+              "comparisons": comparisons, "not_compared": notes, "sizes": sizes,
+              "figures": [str(p.relative_to(out_dir)) for _, p in (*figs.overlays, *figs.sheets, *figs.morphology)]}
+    written.append(write_text(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"))
+    summary["files"] = [str(p) for p in written]
+    logger.info("report: %d run(s), %d files in %s (%.1f s)", len(runs), len(written), out_dir, summary["wall_s"])
+    return summary

@@ -1,0 +1,205 @@
+"""`c6bench report` / `stats` on small run directories built from the real sample's ground truth."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from harness import report
+from harness.data import Instance, load_coco
+
+SUBSET = "spec/test"
+
+
+def _rle_annotations(samples, keep) -> dict:
+    from pycocotools import mask as mask_utils
+
+    images, anns = [], []
+    for s in samples:
+        images.append({"id": s.image_id, "file_name": s.file_name, "width": s.width, "height": s.height})
+        for k, inst in enumerate(s.instances):
+            if not keep(k):
+                continue
+            full = np.zeros((s.height, s.width), np.uint8, order="F")
+            y0, x0, y1, x1 = inst.bbox
+            full[y0:y1, x0:x1] = inst.crop
+            rle = mask_utils.encode(full)
+            rle["counts"] = rle["counts"].decode("ascii")
+            anns.append({"id": len(anns) + 1, "image_id": s.image_id, "category_id": 1, "segmentation": rle,
+                         "score": 0.9, "area": int(inst.area), "iscrowd": 0})
+    return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cells"}]}
+
+
+def _pooled(tp: int, fp: int, fn: int) -> dict:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f1, "ap": tp / (tp + fp + fn)}
+
+
+def make_run(root: Path, name: str, model: str, drop_every: int, sample_dir: Path, ci: bool = False) -> Path:
+    """A schema-correct run dir: predictions = GT with every `drop_every`-th instance dropped (0 = none)."""
+    samples, _ = load_coco(sample_dir / "spec" / "test" / "annotations.coco.json")
+    keep = (lambda k: True) if drop_every == 0 else (lambda k: k % drop_every != 0)
+    run = root / name
+    pred_dir = run / "predictions" / "zero_shot" / "cells" / "spec"
+    pred_dir.mkdir(parents=True)
+    (pred_dir / "test.json").write_text(json.dumps(_rle_annotations(samples, keep)))
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "data": "sample", "profile": "quick"}))
+    (run / "manifest.json").write_text(json.dumps({"model": model, "device": "cpu", "git_hash": "abc"}))
+    per_image, totals = [], np.zeros(3, int)
+    for s in samples:
+        n = len(s.instances)
+        tp = sum(keep(k) for k in range(n))
+        counts = (tp, 0, n - tp)
+        totals += counts
+        for gt_mode in ("overlap", "resolved"):
+            per_image.append({"mode": "zero_shot", "target": "cells", "subset": SUBSET, "gt_mode": gt_mode,
+                              "image": s.file_name, "threshold": 0.5, "tp": counts[0], "fp": 0, "fn": counts[2]})
+    pooled = {t: _pooled(*map(int, totals)) for t in ("0.5", "0.75", "0.9")}
+    if ci:
+        pooled["0.5"]["ci"] = {"f1": [0.61234, 0.79876]}
+    rows = [
+        {"model": model, "mode": "zero_shot", "target": "cells", "subset": SUBSET, "status": "ok", "reason": "",
+         "init": "pretrained", "profile": "quick",
+         "metrics": {"overlap": {"n_images": 2, "pooled": pooled}, "resolved": {"n_images": 2, "pooled": pooled}}},
+        {"model": model, "mode": "finetuned", "target": "cells", "subset": SUBSET, "status": "skipped",
+         "reason": "weights cyto3 not found", "init": "", "profile": "quick"},
+    ]
+    (run / "results.json").write_text(json.dumps({"rows": rows}))
+    with (run / "per_image.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(per_image[0]))
+        writer.writeheader()
+        writer.writerows(per_image)
+    return run
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> tuple[Path, Path, dict]:
+    runs = tmp_path_factory.mktemp("runs")
+    make_run(runs, "20260101-000000_perfect", "perfect", 0, sample_dir)
+    make_run(runs, "20260101-000001_dropper", "dropper", 3, sample_dir, ci=True)
+    out = tmp_path_factory.mktemp("reports")
+    summary = report.generate_report([runs], out, n_boot=200)
+    return runs, out, summary
+
+
+def test_tables_equal_results_json(built) -> None:
+    runs, out, summary = built
+    table = json.loads((out / "table2.json").read_text())
+    by_model = {r["model"]: r for r in table["rows"]}
+    assert set(by_model) == {"perfect", "dropper"}
+    for run_dir in runs.iterdir():
+        row = json.loads((run_dir / "results.json").read_text())["rows"][0]
+        pooled = row["metrics"]["overlap"]["pooled"]
+        got = by_model[row["model"]]
+        assert got["F1@0.5"] == round(100 * pooled["0.5"]["f1"], 1)
+        assert got["P@0.5"] == round(100 * pooled["0.5"]["precision"], 1)
+        assert got["R@0.5"] == round(100 * pooled["0.5"]["recall"], 1)
+        assert got["AP@0.9"] == round(100 * pooled["0.9"]["ap"], 1)
+        assert (got["init"], got["profile"], got["n_images"]) == ("pretrained", "quick", 2)
+    # dropper drops instances 0, 3, ..., 75 of each 76-cell test image: 100 TP, 52 FN -> F1 = 200/252
+    assert by_model["dropper"]["F1@0.5"] == 79.4 and by_model["perfect"]["F1@0.5"] == 100.0
+    assert by_model["dropper"]["F1@0.5 CI"] == [61.2, 79.9]
+    assert table["missing"] == [
+        "dropper · finetuned · cells · spec/test: skipped — weights cyto3 not found",
+        "perfect · finetuned · cells · spec/test: skipped — weights cyto3 not found",
+    ]
+    md = (out / "table2.md").read_text()
+    assert "79.4 [61.2, 79.9]" in md and "skipped — weights cyto3 not found" in md
+    rows = list(csv.DictReader((out / "table4.csv").open()))
+    assert sorted(r["F1@0.5"] for r in rows) == ["100.0", "79.4"]
+
+
+def test_paired_comparison(built) -> None:
+    _, out, _ = built
+    cmp = json.loads((out / "comparison.json").read_text())["rows"]
+    assert len(cmp) == 2  # one per GT mode
+    row = cmp[0]
+    assert {row["A"], row["B"]} == {"perfect zero_shot", "dropper zero_shot"}
+    sign = 1 if row["A"].startswith("perfect") else -1
+    assert row["ΔF1 (A−B)"] == round(sign * (100 - 100 * 200 / 252), 1)
+    low, high = row["95% CI"]
+    assert low <= row["ΔF1 (A−B)"] <= high
+
+
+def test_paired_bootstrap_exact() -> None:
+    a = np.array([[10, 0, 0], [5, 5, 0]])
+    b = np.array([[10, 0, 0], [5, 5, 0]])
+    res = report.paired_f1_bootstrap(a, b, n_boot=100)
+    assert res["diff"] == 0.0 and res["ci_low"] == 0.0 and res["ci_high"] == 0.0
+    assert res["f1_a"] == pytest.approx(30 / 35)
+    c = np.array([[10, 0, 0], [0, 0, 10]])
+    res = report.paired_f1_bootstrap(a, c, n_boot=500, seed=1)
+    assert res["diff"] == pytest.approx(30 / 35 - 20 / 30)
+    with pytest.raises(ValueError):
+        report.paired_f1_bootstrap(a, a[:1])
+
+
+def test_pngs_decode_with_expected_size(built) -> None:
+    _, out, summary = built
+    pngs = sorted(out.rglob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"contact_sheet.png", "zero_shot_cells_spec-test_set28.png", "morphology_cells_spec-test.png"} <= names
+    assert len(pngs) == summary["figures"] == 2 * 2 + 1  # 2 overlays + 2 sheets + 1 morphology
+    for path in pngs:
+        with Image.open(path) as im:
+            im.load()
+            assert im.format == "PNG" and im.mode in ("RGB", "RGBA")
+            width, height = im.size
+        if path.parent.name != "morphology" and path.name != "contact_sheet.png":
+            # full panel 512 px (1024/2) + zoom panel 512 px (256*2) + axes, legend, title
+            assert 1024 < width < 1400 and 512 < height < 760, (path, im.size)
+        if path.name == "contact_sheet.png":
+            # one row of two 320 px tiles
+            assert 600 < width < 800 and 300 < height < 520, (path, im.size)
+
+
+def test_html_is_self_contained(built) -> None:
+    _, out, summary = built
+    page = (out / "report.html").read_text()
+    assert "Table 2" in page and "Table 4" in page and "Paired comparison" in page
+    assert "79.4 [61.2, 79.9]" in page
+    assert page.count("data:image/png;base64,") == summary["figures"]
+    assert not re.search(r"src=\"(?!data:)", page)  # nothing loaded from elsewhere
+
+
+def test_overlay_borders_come_from_crops() -> None:
+    crop = np.zeros((6, 6), bool)
+    crop[1:5, 1:5] = True
+    inst = Instance.from_mask("cells", 10, 20, crop, 40, 40)
+    image8 = np.full((40, 40), 100, np.uint8)
+    rgb = report.overlay_rgb(image8, [inst], [inst])
+    red = np.all(rgb == report.PRED_COLOR, axis=-1)
+    blue = np.all(rgb == report.GT_COLOR, axis=-1)
+    assert red.sum() == 12  # inner border of a 4x4 square
+    assert blue.sum() == 16  # outer border (4-connected) of a 4x4 square
+    assert red[11:15, 21:25].sum() == 12 and not red[12:14, 22:24].any()
+    window, count = report.densest_window([inst], 40, 40, 10)
+    assert count == 1 and window[0] <= 12 < window[2] and window[1] <= 22 < window[3]
+
+
+def test_cli_stats(tmp_path: Path, subprocess_env: dict[str, str], built) -> None:
+    runs, _, _ = built
+    out = tmp_path / "stats"
+    run_dir = next(runs.glob("*_dropper"))
+    res = subprocess.run([sys.executable, "-m", "harness", "stats", "--data", "sample", "--split", SUBSET,
+                          "--run", str(run_dir), "--out", str(out)],
+                         capture_output=True, text=True, env=subprocess_env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    sizes = json.loads((out / "sizes.json").read_text())
+    counts = {(r["class"], r["source"]): r["count"] for r in sizes}
+    assert counts == {("cell", "ground truth"): 152, ("cells", "ground truth"): 152,
+                      ("cells", "dropper zero_shot"): 100}
+    for png in out.glob("*.png"):
+        with Image.open(png) as im:
+            assert im.size[0] > 300
