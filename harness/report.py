@@ -14,6 +14,7 @@ boundary, predictions as the *inner* one, so a perfect prediction shows both lin
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import logging
@@ -928,14 +929,24 @@ def run_dataset(run: Run, override: Any = None) -> Any:
     return resolve_data(data)
 
 
-def write_run_figures(run: Run, cfg: Any, out_dir: Path, overlay_images: int = 1) -> Figures:
-    """Overlays of the first `overlay_images` images of every prediction file, and the run's contact sheet."""
+@functools.lru_cache(maxsize=16)
+def _gray8(path: Path) -> np.ndarray:
+    """The 8-bit percentile-normalised gray image (cached: every run and mode draws the same images)."""
+    from harness.data import read_image
+
+    return to_uint8(to_gray(read_image(path)))
+
+
+def write_run_figures(run: Run, cfg: Any, out_dir: Path, overlay_images: int = 1, sheet_images: int = 2) -> Figures:
+    """Per prediction file: full+zoom overlays of its first `overlay_images` images (sorted by name) and
+    zoom tiles of its first `sheet_images` images for the run's contact sheet (rows: target, subset, mode)."""
     from tqdm import tqdm
 
     figures = Figures(overlays=[], sheets=[], morphology=[])
     tiles: list[tuple[str, np.ndarray]] = []
     run_dir = out_dir / "overlays" / slugify(run.path.name)
-    for pf in tqdm(prediction_files(run.path), desc=f"overlays {run.path.name}", unit="file"):
+    files = sorted(prediction_files(run.path), key=lambda f: (f.target, f.subset, f.mode))
+    for pf in tqdm(files, desc=f"overlays {run.path.name}", unit="file"):
         gt = {s.file_name: s for s in target_gt(cfg, pf.subset, pf.target)}
         preds = load_predictions(pf.path)
         unknown = sorted(set(preds) - set(gt))
@@ -943,18 +954,22 @@ def write_run_figures(run: Run, cfg: Any, out_dir: Path, overlay_images: int = 1
             from harness.errors import DataError
 
             raise DataError(f"{pf.path}: images {unknown[:3]} are not in the ground truth of {pf.subset}")
-        for k, name in enumerate(sorted(preds)):
+        for k, name in enumerate(sorted(preds)[: max(overlay_images, sheet_images)]):
             sample, pred = gt[name], list(preds[name].instances)
-            image = sample.load_image()
+            image = _gray8(sample.image_path)
+            if image.shape != (sample.height, sample.width):
+                sample.load_image()  # raises the data layer's size-mismatch error
             label = f"{run.model} · {pf.mode} · {pf.target} · {pf.subset} · {sample.name}"
-            tiles.append((f"{pf.mode} · {pf.target} · {pf.subset}\n{sample.name}",
-                          zoom_tile(image, sample.instances, pred)))
+            if k < sheet_images:
+                tiles.append((f"{pf.mode} · {pf.target} · {pf.subset}\n{sample.name}",
+                              zoom_tile(image, sample.instances, pred)))
             if k < overlay_images:
                 fig = overlay_figure(image, sample.instances, pred, label)
                 path = run_dir / f"{slugify(pf.mode, pf.target, pf.subset, sample.name)}.png"
                 figures.overlays.append((label, save_png(fig, path)))
     if tiles:
-        sheet = contact_sheet(tiles, f"{run.model} — {run.path.name}: zoomed overlays (densest GT window)")
+        sheet = contact_sheet(tiles, f"{run.model} — {run.path.name}: zoomed overlays (densest GT window)",
+                              columns=max(2, 2 * sheet_images))
         figures.sheets.append((f"{run.model} — {run.path.name}", save_png(sheet, run_dir / "contact_sheet.png")))
     return figures
 
@@ -1014,7 +1029,7 @@ def write_html(path: Path, runs: Sequence[Run], tables: Mapping[str, list[dict[s
 
 
 def generate_report(paths: Sequence[Path], out_dir: Path, data: Any = None, overlay_images: int = 1,
-                    n_boot: int = 2000, seed: int = 0, figures: bool = True) -> dict[str, Any]:
+                    sheet_images: int = 2, n_boot: int = 2000, seed: int = 0, figures: bool = True) -> dict[str, Any]:
     """`c6bench report`: tables, comparisons, figures and ``report.html`` for every run under `paths`.
 
     ``data`` (a `DatasetConfig`) overrides the dataset recorded in each run's config (figures need the GT).
@@ -1044,7 +1059,7 @@ def generate_report(paths: Sequence[Path], out_dir: Path, data: Any = None, over
         by_dataset: dict[Path, tuple[Any, list[Path]]] = {}
         for run in runs:
             cfg = run_dataset(run, data)
-            run_figs = write_run_figures(run, cfg, out_dir, overlay_images)
+            run_figs = write_run_figures(run, cfg, out_dir, overlay_images, sheet_images)
             figs.overlays += run_figs.overlays
             figs.sheets += run_figs.sheets
             by_dataset.setdefault(Path(cfg.root), (cfg, []))[1].append(run.path)

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default=None,
                         help="dataset for the figures' ground truth (default: the one each run recorded)")
     parser.add_argument("--overlay-images", type=int, default=1, metavar="N",
-                        help="full-image overlays per prediction file (default 1; the contact sheet shows all)")
+                        help="full-image overlays per prediction file (default 1)")
+    parser.add_argument("--sheet-images", type=int, default=2, metavar="N",
+                        help="zoomed tiles per prediction file on each run's contact sheet (default 2)")
     parser.add_argument("--bootstrap", type=int, default=2000, metavar="N",
                         help="bootstrap replicates of the paired comparison (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     data = resolve_data(args.data) if args.data else None
     summary = generate_report(args.runs, args.out, data=data, overlay_images=args.overlay_images,
+                              sheet_images=args.sheet_images,
                               n_boot=args.bootstrap, seed=args.seed, figures=not args.no_figures)
     table2 = (args.out / "table2.md").read_text()
     sys.stdout.write(table2 + "\n" + json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=2) + "\n")
