@@ -42,7 +42,7 @@ GT_COLOR = (135, 206, 250)  # light sky blue, as in the paper's figures
 PRED_COLOR = (255, 0, 0)
 WINDOW_COLOR = "yellow"
 MASK_ALPHA = 0.3
-FULL_MAX_SIDE = 900  # display size (px) of the full-image panel
+FULL_MAX_SIDE = 900  # max display size (px) of the full-image panel (integer down-sampling)
 DPI = 100
 
 
@@ -107,11 +107,13 @@ def overlay_rgb(
     region: Region | None = None,
     down: int = 1,
     up: int = 1,
+    thickness: int = 1,
 ) -> np.ndarray:
     """RGB uint8 canvas of `region`: gray image, red predicted masks (alpha), red/light-blue borders.
 
     ``image8`` is the whole 8-bit gray image (normalised once, so the zoom has the full view's contrast).
-    ``down``/``up`` are integer display factors; borders are max-pooled so they stay visible.
+    ``down``/``up`` are integer display factors; borders are max-pooled so they stay visible, then
+    widened to ``thickness`` display pixels.
     """
     h, w = image8.shape[:2]
     region = region or (0, 0, h, w)
@@ -119,6 +121,11 @@ def overlay_rgb(
     cover = _resample(mask_layer(pred, region), down, up, "mean")
     gt_edge = _resample(boundary_layer(gt, region, "outer"), down, up, "max") > 0
     pred_edge = _resample(boundary_layer(pred, region, "inner"), down, up, "max") > 0
+    if thickness > 1:
+        from scipy.ndimage import binary_dilation
+
+        footprint = np.ones((thickness, thickness), dtype=bool)
+        gt_edge, pred_edge = binary_dilation(gt_edge, footprint), binary_dilation(pred_edge, footprint)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
     alpha = (MASK_ALPHA * cover)[..., None]
     rgb = rgb * (1.0 - alpha) + np.asarray(PRED_COLOR, np.float32) * alpha
@@ -182,7 +189,7 @@ def overlay_figure(
     if window is None:
         window, _ = densest_window(gt, h, w, min(h, w) // 4)
     down = max(1, math.ceil(max(h, w) / FULL_MAX_SIDE))
-    full = overlay_rgb(image8, gt, pred, None, down=down)
+    full = overlay_rgb(image8, gt, pred, None, down=down, thickness=2)
     wh = window[2] - window[0]
     up = max(1, round(full.shape[0] / wh))
     zoom = overlay_rgb(image8, gt, pred, window, up=up)

@@ -107,7 +107,7 @@ def test_tables_equal_results_json(built) -> None:
         assert got["R@0.5"] == round(100 * pooled["0.5"]["recall"], 1)
         assert got["AP@0.9"] == round(100 * pooled["0.9"]["ap"], 1)
         assert (got["init"], got["profile"], got["n_images"]) == ("pretrained", "quick", 2)
-    # dropper drops instances 0, 3, ..., 75 of each 76-cell test image: 100 TP, 52 FN -> F1 = 200/252
+    # dropper drops instances 0, 3, 6, ... of each image (21 of 61, 31 of 91): 100 TP, 52 FN -> F1 = 200/252
     assert by_model["dropper"]["F1@0.5"] == 79.4 and by_model["perfect"]["F1@0.5"] == 100.0
     assert by_model["dropper"]["F1@0.5 CI"] == [61.2, 79.9]
     assert table["missing"] == [
