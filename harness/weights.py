@@ -104,16 +104,21 @@ def verify(name: str, path: Path) -> None:
     """Check a file against the recorded sha256 (no-op with a warning when none is recorded)."""
     expected = spec(name).sha256
     if expected is None:
-        logger.warning("no sha256 recorded for %s; computed %s", name, sha256_of(path))
+        logger.warning("no sha256 recorded for %s; computed %s (pin it in the adapter's WeightSpec)",
+                       name, sha256_of(path))
         return
     actual = sha256_of(path)
     if actual != expected:
         raise C6BenchError(f"{path}: sha256 {actual} does not match {expected} recorded for weights {name}; "
-                           "delete the file and fetch it again")
+                           f"delete the file and run `c6bench weights fetch {name} --force`")
 
 
 def fetch(name: str, force: bool = False) -> Path:
-    """Download a known weights file into the cache (explicit command only), then verify it."""
+    """Download a known weights file into the cache (explicit command only), then verify it.
+
+    The download goes to ``<file>.part`` and is checked *before* it is renamed, so a corrupt or
+    tampered download never lands under the name that `resolve` looks for.
+    """
     from tqdm import tqdm
 
     entry = spec(name)
@@ -132,10 +137,20 @@ def fetch(name: str, force: bool = False) -> Path:
                     out.write(block)
                     bar.update(len(block))
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         raise C6BenchError(
-            f"could not download weights {name} from {entry.url} ({exc}); without network, copy "
-            f"{entry.file} into {target.parent} by hand"
+            f"could not download weights {name} from {entry.url} ({exc}); the network is unreachable or the "
+            f"URL is gone — on an offline machine, download {entry.file} elsewhere and copy it to {target}"
         ) from exc
+    actual = sha256_of(partial)
+    if entry.sha256 is not None and actual != entry.sha256:
+        partial.unlink(missing_ok=True)
+        raise C6BenchError(
+            f"the file downloaded from {entry.url} has sha256 {actual}, but {entry.sha256} is recorded for weights "
+            f"{name}; it was not saved. The upstream file changed or the download was tampered with"
+        )
+    if entry.sha256 is None:
+        logger.warning("no sha256 recorded for %s; computed %s (pin it in the adapter's WeightSpec)", name, actual)
     partial.replace(target)
-    verify(name, target)
+    logger.info("weights %s saved to %s", name, target)
     return target
