@@ -76,8 +76,10 @@ def _ultralytics() -> ModuleType:
     - A redistributable font (matplotlib's DejaVu Sans) is put where `check_font` looks for ``Arial.ttf``:
       `check_det_dataset` calls it on every training even with ``plots=False`` and would otherwise send an
       HTTP HEAD to GitHub and try to download.
-    - ``OMP_NUM_THREADS`` (set to 1 by ``import ultralytics`` when unset) and OpenCV's thread count are
-      restored; torch is imported first so it reads the user's value, not ultralytics' 1.
+    - ``OMP_NUM_THREADS`` (set to 1 by ``import ultralytics`` when unset), OpenCV's thread count and
+      numpy's print options are restored; torch is imported first so it reads the user's value, not
+      ultralytics' 1. (Left as ultralytics sets them: a retrying ``torch.save`` wrapper, some warning
+      filters, and log-level variables for TF/Kineto/NumExpr.)
     """
     global _THREADS
     if "ultralytics" not in sys.modules:
@@ -89,9 +91,10 @@ def _ultralytics() -> ModuleType:
         Path(os.environ["YOLO_CONFIG_DIR"]).expanduser().mkdir(parents=True, exist_ok=True)
         omp = os.environ.get("OMP_NUM_THREADS")
         import cv2
+        import numpy as np
         import torch
 
-        _THREADS, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+        _THREADS, cv_threads, np_print = torch.get_num_threads(), cv2.getNumThreads(), np.get_printoptions()
         import ultralytics
 
         if omp is None:
@@ -100,6 +103,7 @@ def _ultralytics() -> ModuleType:
             os.environ["OMP_NUM_THREADS"] = omp
         cv2.setNumThreads(cv_threads)
         torch.set_num_threads(_THREADS)
+        np.set_printoptions(**np_print)  # ultralytics sets a 320-column "%11.5g" float format process-wide
     import ultralytics
     from ultralytics.utils import ONLINE, SETTINGS, USER_CONFIG_DIR
 
@@ -282,6 +286,8 @@ class YoloAdapter(Adapter):
         if lr0 is not None and optimizer == "auto":
             raise ConfigError(f"training schedule of model '{self.name}': lr0={lr0} is ignored by ultralytics "
                               "with optimizer 'auto'; set optimizer (e.g. SGD or AdamW) or drop lr0")
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"training schedule of model '{self.name}': epochs must be a positive integer, got {epochs!r}")
         if not isinstance(batch, int) or batch < 1:
             raise ConfigError(f"training schedule of model '{self.name}': batch must be a positive integer "
                               f"(ultralytics' AutoBatch is not used), got {batch!r}")
