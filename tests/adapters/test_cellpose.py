@@ -1,0 +1,198 @@
+"""CellPose adapter on real sample crops with randomly initialised networks (no pretrained weights exist here).
+
+Covers: a 2-epoch train + predict + load round trip, zero-shot through the real weights-loading path (a
+random network saved in cellpose's own format under the cyto3 file name), missing weights, a wrong path that
+must never download, and foreign checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters.base import Adapter
+from harness.data import Instance, Sample, load_coco
+from harness.errors import ConfigError, MissingWeightsError, NetworkDisabledError
+
+pytest.importorskip("cellpose")
+
+CROP = (slice(200, 360), slice(300, 460))  # 160 x 160, several whole and cut cells of set30
+
+
+@pytest.fixture(autouse=True)
+def own_weights_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A weights cache per test, so a file saved by one test is never seen by another."""
+    monkeypatch.setenv("C6BENCH_WEIGHTS", str(tmp_path / "weights"))
+    import torch
+
+    torch.manual_seed(0)
+    return tmp_path / "weights"
+
+
+@pytest.fixture(scope="module")
+def train_sample(sample_dir: Path) -> Sample:
+    samples, _ = load_coco(sample_dir / "spec" / "train" / "annotations.coco.json")
+    return samples[0]
+
+
+def crop_sample(sample: Sample, window: tuple[slice, slice], out: Path) -> Sample:
+    """A real sub-image with its annotations clipped to the window (instances as mask crops)."""
+    import tifffile
+
+    ys, xs = window
+    height, width = ys.stop - ys.start, xs.stop - xs.start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(out, sample.load_image()[window])
+    instances = []
+    for inst in sample.instances:
+        y0, x0, y1, x1 = inst.bbox
+        top, left = max(y0, ys.start), max(x0, xs.start)
+        bottom, right = min(y1, ys.stop), min(x1, xs.stop)
+        if bottom <= top or right <= left:
+            continue
+        crop = inst.crop[top - y0 : bottom - y0, left - x0 : right - x0]
+        if crop.any():
+            instances.append(Instance.from_mask("cells", top - ys.start, left - xs.start, crop, height, width,
+                                                order=len(instances)))
+    return Sample(image_path=out, height=height, width=width, instances=tuple(instances), file_name=out.name)
+
+
+def signature(instances: list[Instance]) -> list[tuple[tuple[int, int, int, int], bytes, float | None]]:
+    return sorted((inst.bbox, np.packbits(inst.crop).tobytes(), inst.score) for inst in instances)
+
+
+def paint(instances: list[Instance], shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.int32)
+    for k, inst in enumerate(instances, 1):
+        y0, x0, y1, x1 = inst.bbox
+        assert not out[y0:y1, x0:x1][inst.crop].any(), "cellpose output must not overlap"
+        out[y0:y1, x0:x1][inst.crop] = k
+    return out
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two label maps describe the same instances (labels may be numbered differently)."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return (a > 0).sum() == (b > 0).sum() and len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_registered_with_its_traits_and_weights() -> None:
+    import adapters
+
+    cls = adapters.get("cellpose")
+    assert (cls.multiclass, cls.needs_label_maps) == (False, True)
+    assert [(w.name, w.file) for w in cls.weights] == [("cyto3", "cyto3"), ("nuclei", "nucleitorch_0")]
+    with pytest.raises(ConfigError, match="unknown key.*flow_treshold.*allowed: .*flow_threshold"):
+        cls.build({"flow_treshold": 0.4})
+    with pytest.raises(ConfigError, match="unknown key.*n_epochs.*allowed: epochs"):
+        cls.check_schedule({"n_epochs": 3})
+    with pytest.raises(ConfigError, match="label_rule 'largest'"):
+        cls.build({"label_rule": "largest"})
+
+
+def test_train_predict_load_round_trip(train_sample: Sample, tmp_path: Path) -> None:
+    import adapters
+
+    pytest.importorskip("harness.convert", reason="harness.convert (label maps) has not landed yet")
+    train = crop_sample(train_sample, CROP, tmp_path / "train" / "a.tif")
+    val = crop_sample(train_sample, (slice(500, 628), slice(500, 628)), tmp_path / "val" / "b.tif")
+    assert len(train.instances) >= 5 and len(val.instances) >= 1
+    adapter: Adapter = adapters.get("cellpose").build({"cellprob_threshold": -1.0, "flow_threshold": 0.0},
+                                                      weights=None, device="cpu")
+    assert adapter.init == "scratch"
+    checkpoint = adapter.train([train], [val], tmp_path / "run", epochs=2, batch_size=2, nimg_per_epoch=2,
+                               bsize=128, learning_rate=0.05)
+    assert checkpoint == (tmp_path / "run" / "models" / "cellpose_finetuned").resolve()
+    assert checkpoint.is_file()
+    image = train.load_image()
+    first = adapter.predict(image)
+    assert first, "the trained network predicts instances on its own training crop"
+    assert all(inst.category == "cell" and 0.0 < inst.score < 1.0 for inst in first)
+    paint(first, image.shape)
+
+    fresh = adapters.get("cellpose").build({"cellprob_threshold": -1.0, "flow_threshold": 0.0}, device="cpu")
+    fresh.load(checkpoint)
+    assert signature(fresh.predict(image)) == signature(first)
+    # training moved the network: the trained diameter is the mean training diameter, not the init's 30 px
+    assert float(fresh.model().diam_labels) != 30.0
+
+
+def test_zero_shot_through_the_real_loading_path(train_sample: Sample, own_weights_cache: Path) -> None:
+    """A cellpose-format file under the cyto3 name is found by name and predicts exactly like cellpose itself."""
+    from adapters.cellpose import CellposeAdapter, _cellpose
+    from harness import weights
+
+    models = _cellpose()
+    net = models.CellposeModel(gpu=False, pretrained_model=None, mkldnn=False).net
+    path = weights.path_of("cyto3")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net.save_model(str(path))
+
+    adapter = CellposeAdapter(weights="cyto3", cellprob_threshold=-3.0, flow_threshold=0.0)
+    assert adapter.weights_path == path and adapter.init == "pretrained:cyto3"
+    image = train_sample.load_image()[CROP]
+    predicted = adapter.predict(image)
+    direct = models.CellposeModel(gpu=False, pretrained_model=str(path), mkldnn=False)
+    masks, flows, _ = direct.eval(image, channels=[0, 0], cellprob_threshold=-3.0, flow_threshold=0.0)
+    assert masks.max() >= 1
+    assert len(predicted) == len(np.unique(masks)) - 1
+    assert same_partition(paint(predicted, image.shape), masks)
+    prob = 1 / (1 + np.exp(-flows[2].astype(np.float64)))
+    expected = sorted(float(prob[masks == k].mean()) for k in range(1, masks.max() + 1))
+    assert sorted(inst.score for inst in predicted) == pytest.approx(expected, rel=1e-9)
+
+
+def test_missing_weights_name_the_fetch_command() -> None:
+    from adapters.cellpose import CellposeAdapter
+
+    with pytest.raises(MissingWeightsError, match="run `c6bench weights fetch cyto3`"):
+        CellposeAdapter(weights="cyto3")
+    with pytest.raises(MissingWeightsError, match="run `c6bench weights fetch nuclei`"):
+        CellposeAdapter(weights="nuclei")
+
+
+def test_a_wrong_path_never_downloads(tmp_path: Path) -> None:
+    """The adapter stops at a missing file; cellpose's own fallback download is disabled by the guard."""
+    from adapters.cellpose import CellposeAdapter, _cellpose
+
+    with pytest.raises(MissingWeightsError, match="does not exist"):
+        CellposeAdapter(weights=str(tmp_path / "models" / "cyto3"))
+    models = _cellpose()
+    # Given a missing path, cellpose 3.1.1.3 logs a warning and downloads cyto3; the guard raises instead
+    # (sockets are blocked too, but the guard fires before any connection is attempted).
+    with pytest.raises(NetworkDisabledError, match="never downloads at run time"):
+        models.CellposeModel(gpu=False, pretrained_model=str(tmp_path / "nope"), mkldnn=False)
+    with pytest.raises(NetworkDisabledError):
+        models.CellposeModel(gpu=False, pretrained_model="cyto3", mkldnn=False)
+    assert not any(p.is_file() and p.name in ("cyto3", "size_cyto3.npy") for p in models.MODEL_DIR.iterdir())
+
+
+def test_foreign_checkpoints_are_rejected(tmp_path: Path) -> None:
+    import torch
+
+    from adapters.cellpose import CellposeAdapter
+
+    adapter = CellposeAdapter()
+    yolo_like = tmp_path / "best.pt"
+    torch.save({"model": torch.nn.Linear(2, 2), "epoch": 3}, yolo_like)  # a pickled module, as ultralytics saves
+    with pytest.raises(ConfigError, match="best.pt: not a cellpose checkpoint .*another adapter"):
+        adapter.load(yolo_like)
+    other_net = tmp_path / "mediar.pth"
+    torch.save(torch.nn.Conv2d(3, 8, 3).state_dict(), other_net)
+    with pytest.raises(ConfigError, match="lacks output.2.weight, diam_mean, diam_labels; it has e.g. weight, bias"):
+        adapter.load(other_net)
+    text = tmp_path / "classical.json"
+    text.write_text('{"sigma": 2}')
+    with pytest.raises(ConfigError, match="not a cellpose checkpoint"):
+        CellposeAdapter(weights=str(text))
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        adapter.load(tmp_path / "gone")
+    assert adapter.weights_path is None  # nothing was swapped in by a failed load
+
+
+def test_versions() -> None:
+    from adapters.cellpose import CellposeAdapter
+
+    assert CellposeAdapter().versions()["cellpose"] == "3.1.1.3"
