@@ -61,8 +61,10 @@ NUCLEI = WeightSpec(
 )
 
 LABEL_RULES = ("last", "first", "smallest")
-#: State-dict keys every cellpose 3 ``CPnet`` file has (checked before a file is handed to cellpose).
-_CPNET_KEYS = ("output.2.weight", "diam_mean", "diam_labels")
+#: What every cellpose ``CPnet`` file has (checked before a file is handed to cellpose). ``diam_mean`` and
+#: ``diam_labels`` are not required: cellpose loads with ``strict=False`` and older built-in files lack them.
+_CPNET_KEY = "output.2.weight"
+_CPNET_PREFIXES = ("downsample.", "upsample.")
 _CATEGORY = "cell"
 
 
@@ -107,7 +109,8 @@ def check_cellpose_file(path: Path) -> None:
         raise ConfigError(f"{path}: not a cellpose checkpoint (holds a {type(state).__name__}, not a state dict)")
     if "W2" in state:
         raise ConfigError(f"{path}: a Cellpose 4 (Cellpose-SAM) file; this adapter runs cellpose 3 models (cyto3)")
-    missing = [key for key in _CPNET_KEYS if key not in state]
+    missing = [key for key in (_CPNET_KEY,) if key not in state]
+    missing += [f"{prefix}*" for prefix in _CPNET_PREFIXES if not any(str(k).startswith(prefix) for k in state)]
     if missing:
         raise ConfigError(
             f"{path}: not a cellpose checkpoint (state dict lacks {', '.join(missing)}; it has e.g. "

@@ -144,6 +144,25 @@ def test_zero_shot_through_the_real_loading_path(train_sample: Sample, own_weigh
     assert sorted(inst.score for inst in predicted) == pytest.approx(expected, rel=1e-9)
 
 
+def test_nuclei_file_without_diameter_keys_loads_as_cellpose_builtin_nuclei() -> None:
+    """Older built-in files may lack diam_mean/diam_labels; cellpose then uses 17 px for a file named nucleitorch_0."""
+    import torch
+
+    from adapters.cellpose import CellposeAdapter, _cellpose
+    from harness import weights
+
+    net = _cellpose().CellposeModel(gpu=False, pretrained_model=None, mkldnn=False).net
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("diam_")}
+    path = weights.path_of("nuclei")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    model = CellposeAdapter(weights="nuclei").model()
+    assert str(model.pretrained_model) == str(path)
+    assert float(model.diam_mean) == 17.0
+    loaded = model.net.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
 def test_missing_weights_name_the_fetch_command() -> None:
     from adapters.cellpose import CellposeAdapter
 
@@ -181,7 +200,7 @@ def test_foreign_checkpoints_are_rejected(tmp_path: Path) -> None:
         adapter.load(yolo_like)
     other_net = tmp_path / "mediar.pth"
     torch.save(torch.nn.Conv2d(3, 8, 3).state_dict(), other_net)
-    with pytest.raises(ConfigError, match="lacks output.2.weight, diam_mean, diam_labels; it has e.g. weight, bias"):
+    with pytest.raises(ConfigError, match=r"lacks output.2.weight, downsample.\*, upsample.\*; it has e.g. weight, bias"):
         adapter.load(other_net)
     text = tmp_path / "classical.json"
     text.write_text('{"sigma": 2}')
