@@ -1,0 +1,532 @@
+"""Evaluate predicted instances against ground truth per target: the paper's P/R/F1@0.5 and AP@0.5/0.75/0.9.
+
+For each target (a set of ground-truth category names and a set of predicted category names) and each
+image: keep that target's instances, optionally resolve the ground truth into non-overlapping masks with the
+data layer's priority rule (the paper's appendix, Table 4), drop ground-truth and predicted instances that
+touch the outer frame (each set on its own, before matching, as NeurIPS-CellSeg does), then match by IoU
+(`metrics.matching`) and count (`metrics.scores`). Counts are pooled over images (the paper's figures) and
+averaged per image; the settings travel with the numbers.
+
+Also here: reading predictions from disk — a COCO *results* JSON (a list of ``image_id, category_id,
+segmentation, score``; it needs the ground truth for image sizes and names) or a COCO *instances* JSON —
+and writing ``metrics.json`` / ``per_image.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.data import Instance, Sample, load_coco, parse_segmentation
+from harness.errors import ConfigError, DataError
+from metrics.matching import iou_matrix, match, split_boundary
+from metrics.scores import Counts, PerImageMean, bootstrap_intervals, per_image_mean, pool
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLDS = (0.5, 0.75, 0.9)
+RESOLVE_RULES = ("last", "first", "smallest")
+
+MATCHING_NOTE = ("one-to-one Hungarian assignment (scipy linear_sum_assignment) on cost -(IoU>=t) - IoU/(2*n_min), "
+                 "a pair is a TP when IoU >= t (cellpose / NeurIPS-CellSeg / stardist); FP = n_pred - TP, "
+                 "FN = n_gt - TP; AP = TP/(TP+FP+FN) (cellpose-style, not COCO AP)")
+AGGREGATION_NOTE = ("pooled (the paper's figures): TP/FP/FN summed over images per target, then P/R/F1/AP; "
+                    "scores are 0 when TP = 0. per_image_mean: mean over images of per-image counts and scores; "
+                    "images with neither ground truth nor prediction for the target are left out of the mean "
+                    "(counted in n_images_empty); an image with only ground truth or only predictions scores 0")
+BOUNDARY_NOTE = ("instances with a pixel in the outer frame `boundary` px wide are dropped, ground truth and "
+                 "predictions separately, before matching (after GT resolution in resolved mode); 0 = off")
+EMPTY_NOTE = "instances whose mask has no pixel are dropped before anything else (counted in n_*_empty)"
+
+
+def threshold_key(threshold: float) -> str:
+    """``0.5`` → ``"0.5"``: the key of a threshold in metrics.json."""
+    return f"{float(threshold):g}"
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One target on one image: what was removed, what was evaluated, counts per threshold."""
+
+    target: str
+    image: str
+    image_id: int | None
+    n_gt: int
+    n_pred: int
+    n_gt_boundary: int
+    n_pred_boundary: int
+    n_gt_resolve_dropped: int
+    n_gt_empty: int
+    n_pred_empty: int
+    counts: tuple[Counts, ...]
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """All images of one target, aggregated."""
+
+    name: str
+    gt_categories: tuple[str, ...]
+    pred_categories: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    images: tuple[ImageResult, ...]
+    pooled: tuple[Counts, ...]
+    means: tuple[PerImageMean, ...]
+    intervals: tuple[dict[str, tuple[float, float]], ...]
+
+    def total(self, attr: str) -> int:
+        return int(sum(getattr(r, attr) for r in self.images))
+
+    def to_dict(self) -> dict[str, Any]:
+        pooled: dict[str, Any] = {}
+        for t, counts, ci in zip(self.thresholds, self.pooled, self.intervals):
+            pooled[threshold_key(t)] = counts.to_dict()
+            if ci:
+                pooled[threshold_key(t)]["ci"] = {name: [lo, hi] for name, (lo, hi) in ci.items()}
+        means = {threshold_key(t): m.to_dict() for t, m in zip(self.thresholds, self.means)}
+        first = self.means[0] if self.means else PerImageMean(0, 0, *([None] * 7))
+        return {
+            "n_images": len(self.images),
+            "n_gt": self.total("n_gt"),
+            "n_pred": self.total("n_pred"),
+            "n_gt_boundary": self.total("n_gt_boundary"),
+            "n_pred_boundary": self.total("n_pred_boundary"),
+            "n_gt_resolve_dropped": self.total("n_gt_resolve_dropped"),
+            "n_gt_empty": self.total("n_gt_empty"),
+            "n_pred_empty": self.total("n_pred_empty"),
+            "n_images_scored": first.n_scored,
+            "n_images_empty": first.n_empty,
+            "pooled": pooled,
+            "per_image_mean": means,
+        }
+
+
+PER_IMAGE_COLUMNS = ("target", "image", "image_id", "threshold", "n_gt", "n_pred", "n_gt_boundary",
+                     "n_pred_boundary", "n_gt_resolve_dropped", "tp", "fp", "fn", "precision", "recall", "f1", "ap")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The result of `evaluate`: settings + one `TargetResult` per target."""
+
+    settings: dict[str, Any]
+    targets: dict[str, TargetResult] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``metrics.json`` structure (fractions in [0, 1])."""
+        return {"settings": self.settings, "targets": {name: t.to_dict() for name, t in self.targets.items()}}
+
+    def per_image_rows(self) -> list[dict[str, Any]]:
+        """One row per target × image × threshold (``per_image.csv``)."""
+        rows = []
+        for target in self.targets.values():
+            for r in target.images:
+                for t, c in zip(target.thresholds, r.counts):
+                    rows.append({"target": r.target, "image": r.image, "image_id": r.image_id,
+                                 "threshold": threshold_key(t), "n_gt": r.n_gt, "n_pred": r.n_pred,
+                                 "n_gt_boundary": r.n_gt_boundary, "n_pred_boundary": r.n_pred_boundary,
+                                 "n_gt_resolve_dropped": r.n_gt_resolve_dropped, **c.to_dict()})
+        return rows
+
+    def table(self) -> str:
+        """Plain-text table of pooled and per-image-mean scores (percent)."""
+        head = (f"{'target':<12} {'IoU':>5} {'n_img':>5} {'n_gt':>6} {'n_pred':>6} {'TP':>6} {'FP':>6} {'FN':>6} "
+                f"{'P':>6} {'R':>6} {'F1':>6} {'AP':>6} | {'mF1':>6} {'mAP':>6}")
+        lines = [head, "-" * len(head)]
+        for name, target in self.targets.items():
+            n_gt, n_pred = target.total("n_gt"), target.total("n_pred")
+            for t, c, m in zip(target.thresholds, target.pooled, target.means):
+                mf1 = "-" if m.f1 is None else f"{100 * m.f1:.2f}"
+                map_ = "-" if m.ap is None else f"{100 * m.ap:.2f}"
+                lines.append(f"{name:<12} {threshold_key(t):>5} {len(target.images):>5} {n_gt:>6} {n_pred:>6} "
+                             f"{c.tp:>6} {c.fp:>6} {c.fn:>6} {100 * c.precision:>6.2f} {100 * c.recall:>6.2f} "
+                             f"{100 * c.f1:>6.2f} {100 * c.ap:>6.2f} | {mf1:>6} {map_:>6}")
+        lines.append("P/R/F1/AP pooled over images (percent); mF1/mAP = per-image means.")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- pairing
+
+
+def _pairing_key(gt: Sequence[Sample], pred: Sequence[Sample]) -> str:
+    """``file_name`` when every sample has one, else ``image_id``."""
+    if all(s.file_name for s in (*gt, *pred)):
+        return "file_name"
+    missing = [s for s in (*gt, *pred) if s.image_id is None]
+    if missing:
+        raise DataError(f"cannot pair ground truth and predictions: image {missing[0].image_path} has neither a "
+                        "file_name nor an image_id")
+    return "image_id"
+
+
+def _index(samples: Sequence[Sample], key: str, what: str) -> dict[Any, Sample]:
+    out: dict[Any, Sample] = {}
+    for s in samples:
+        k = getattr(s, key)
+        if k in out:
+            raise DataError(f"{what}: two images share {key} {k!r}; each image must appear once")
+        out[k] = s
+    return out
+
+
+def pair_samples(gt: Sequence[Sample], pred: Sequence[Sample]) -> tuple[str, list[tuple[Sample, Sample | None]]]:
+    """Pair each ground-truth image with its predictions (None when the prediction file lacks it).
+
+    A prediction for an image the ground truth does not have, or with another image size, is an error.
+    """
+    key = _pairing_key(gt, pred)
+    gt_index = _index(gt, key, "ground truth")
+    pred_index = _index(pred, key, "predictions")
+    for k, p in pred_index.items():
+        g = gt_index.get(k)
+        if g is None:
+            raise DataError(f"predictions: image {key} {k!r} is not in the ground truth (GT images: "
+                            f"{', '.join(map(repr, list(gt_index)[:10]))}{' ...' if len(gt_index) > 10 else ''}); "
+                            "evaluate against the annotation file of the same split")
+        if (p.height, p.width) != (g.height, g.width):
+            raise DataError(f"predictions: image {key} {k!r} is {p.width}x{p.height} (WxH) but the ground truth "
+                            f"says {g.width}x{g.height}; predictions must be at the original resolution")
+    return key, [(g, pred_index.get(k)) for k, g in gt_index.items()]
+
+
+# --------------------------------------------------------------------------------------------- per image
+
+
+def _label(sample: Sample) -> str:
+    return sample.file_name or str(sample.image_id)
+
+
+def _rasterised(instances: Sequence[Instance], where: str) -> tuple[list[Instance], int]:
+    """Rasterise (cached on each instance) and drop empty masks; a broken geometry is a DataError."""
+    kept = []
+    for inst in instances:
+        try:
+            crop = inst.crop
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken annotation
+            raise DataError(f"{inst.source or where}: cannot rasterise the segmentation of instance "
+                            f"{inst.order} ({type(exc).__name__}: {exc})") from exc
+        if crop.size and crop.any():
+            kept.append(inst)
+    return kept, len(instances) - len(kept)
+
+
+def _check_pred_categories(pairs: Sequence[tuple[Sample, Sample | None]], allowed: set[str]) -> None:
+    for _, p in pairs:
+        for inst in p.instances if p is not None else ():
+            if inst.category not in allowed:
+                raise DataError(f"{inst.source or _label(p)}: predicted category {inst.category!r} (image "
+                                f"{_label(p)!r}, instance {inst.order}) is not used by any target; known predicted "
+                                f"categories: {', '.join(map(repr, sorted(allowed)))}")
+
+
+def evaluate_image(
+    target: str, gt: Sample, pred: Sample | None, gt_categories: set[str], pred_categories: set[str],
+    thresholds: Sequence[float], boundary: int, resolve_gt: str | None, min_pixels: int,
+) -> ImageResult:
+    """Counts of one target on one image (see the module docstring for the order of the steps)."""
+    where = f"image {_label(gt)!r}"
+    gt_inst, gt_empty = _rasterised([i for i in gt.instances if i.category in gt_categories], where)
+    pred_all = pred.instances if pred is not None else ()
+    pred_inst, pred_empty = _rasterised([i for i in pred_all if i.category in pred_categories], where)
+    resolve_dropped = 0
+    if resolve_gt is not None:
+        from harness.convert import resolve_priority
+
+        resolution = resolve_priority(gt_inst, gt.height, gt.width, rule=resolve_gt, min_pixels=min_pixels)
+        gt_inst, resolve_dropped = list(resolution.instances), len(resolution.dropped)
+    gt_kept, gt_bd = split_boundary(gt_inst, gt.height, gt.width, boundary)
+    pred_kept, pred_bd = split_boundary(pred_inst, gt.height, gt.width, boundary)
+    iou = iou_matrix(gt_kept, pred_kept)
+    counts = tuple(Counts.from_matching(match(iou, t).tp, len(gt_kept), len(pred_kept)) for t in thresholds)
+    return ImageResult(target=target, image=_label(gt), image_id=gt.image_id, n_gt=len(gt_kept),
+                       n_pred=len(pred_kept), n_gt_boundary=len(gt_bd), n_pred_boundary=len(pred_bd),
+                       n_gt_resolve_dropped=resolve_dropped, n_gt_empty=gt_empty, n_pred_empty=pred_empty,
+                       counts=counts)
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+
+
+def _check_settings(thresholds: Sequence[float], boundary: int, resolve_gt: str | None, min_pixels: int,
+                    bootstrap: int) -> tuple[float, ...]:
+    ts = tuple(float(t) for t in thresholds)
+    if not ts:
+        raise ConfigError("thresholds: give at least one IoU threshold (e.g. 0.5 0.75 0.9)")
+    bad = [t for t in ts if not (0.0 < t <= 1.0) or math.isnan(t)]
+    if bad:
+        raise ConfigError(f"thresholds: IoU thresholds must lie in (0, 1], got {bad}")
+    if len(set(map(threshold_key, ts))) != len(ts):
+        raise ConfigError(f"thresholds: duplicate threshold in {list(ts)}")
+    if boundary < 0:
+        raise ConfigError(f"boundary: frame width must be >= 0 (0 = off), got {boundary}")
+    if resolve_gt is not None and resolve_gt not in RESOLVE_RULES:
+        raise ConfigError(f"resolve_gt: unknown rule {resolve_gt!r}; choose one of {', '.join(RESOLVE_RULES)}")
+    if min_pixels < 0:
+        raise ConfigError(f"min_pixels must be >= 0, got {min_pixels}")
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap: number of resamples must be >= 0, got {bootstrap}")
+    return ts
+
+
+def evaluate(
+    gt: Sequence[Sample],
+    pred: Sequence[Sample],
+    targets: Mapping[str, Sequence[str]],
+    pred_targets: Mapping[str, Sequence[str]] | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    boundary: int = 2,
+    resolve_gt: str | None = None,
+    min_pixels: int = 10,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> Evaluation:
+    """Score predictions against ground truth per target (see the module docstring).
+
+    `targets` maps a target name to ground-truth category names, `pred_targets` to predicted category names
+    (None: the same names). Every predicted instance's category must belong to some target.
+    ``resolve_gt`` (``last``/``first``/``smallest``) switches to the non-overlapping ground-truth mode.
+    """
+    ts = _check_settings(thresholds, boundary, resolve_gt, min_pixels, bootstrap)
+    if not targets:
+        raise ConfigError("no target to evaluate")
+    pred_targets = dict(targets) if pred_targets is None else dict(pred_targets)
+    missing = [t for t in targets if t not in pred_targets]
+    if missing:
+        raise ConfigError(f"pred_targets lacks target(s) {', '.join(missing)}")
+    key, pairs = pair_samples(gt, pred)
+    _check_pred_categories(pairs, {c for t in targets for c in pred_targets[t]})
+    unpaired = [_label(g) for g, p in pairs if p is None]
+    if unpaired and pred:
+        logger.warning("%d ground-truth image(s) have no entry in the predictions and count as images with no "
+                       "predicted instance: %s", len(unpaired), ", ".join(unpaired[:5]))
+
+    from tqdm import tqdm
+
+    per_target: dict[str, list[ImageResult]] = {t: [] for t in targets}
+    for g, p in tqdm(pairs, desc="evaluate", unit="image"):
+        for t in targets:
+            per_target[t].append(evaluate_image(t, g, p, set(targets[t]), set(pred_targets[t]), ts, boundary,
+                                                resolve_gt, min_pixels))
+
+    results = {}
+    for t, images in per_target.items():
+        by_threshold = [[r.counts[k] for r in images] for k in range(len(ts))]
+        counts = np.array([[[c.tp, c.fp, c.fn] for c in r.counts] for r in images], dtype=np.int64)
+        counts = counts.reshape(len(images), len(ts), 3)
+        results[t] = TargetResult(
+            name=t, gt_categories=tuple(targets[t]), pred_categories=tuple(pred_targets[t]), thresholds=ts,
+            images=tuple(images), pooled=tuple(pool(c) for c in by_threshold),
+            means=tuple(per_image_mean(c) for c in by_threshold),
+            intervals=tuple(bootstrap_intervals(counts, bootstrap, seed)) if bootstrap else tuple({} for _ in ts),
+        )
+    settings = {
+        "thresholds": list(ts),
+        "boundary": int(boundary),
+        "gt_mode": "overlap" if resolve_gt is None else "resolved",
+        "resolve_gt": resolve_gt,
+        "min_pixels": int(min_pixels) if resolve_gt is not None else None,
+        "matching": MATCHING_NOTE,
+        "boundary_rule": BOUNDARY_NOTE,
+        "empty_masks": EMPTY_NOTE,
+        "aggregation": AGGREGATION_NOTE,
+        "primary": "pooled",
+        "bootstrap": {"n": int(bootstrap), "seed": int(seed), "level": 0.95,
+                      "method": "percentile interval; images resampled with replacement (numpy default_rng(seed))"}
+        if bootstrap else None,
+        "pairing": key,
+        "gt_images_without_predictions": unpaired,
+        "targets": {t: {"gt": list(targets[t]), "pred": list(pred_targets[t])} for t in targets},
+    }
+    return Evaluation(settings=settings, targets=results)
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def rle_string_total(counts: str, where: str) -> int:
+    """Sum of the runs of a compressed COCO RLE string (``rleFrString``), or a DataError if it is malformed.
+
+    pycocotools decodes some malformed strings into garbage without complaint, so the run total is checked
+    against ``height × width`` before a predicted mask is trusted.
+    """
+    runs: list[int] = []
+    total, p, n = 0, 0, len(counts)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise DataError(f"{where}: compressed RLE 'counts' ends in the middle of a number")
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                raise DataError(f"{where}: compressed RLE 'counts' has an invalid character {counts[p]!r}")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            raise DataError(f"{where}: compressed RLE 'counts' decodes to a negative run length")
+        runs.append(x)
+        total += x
+    return total
+
+
+def check_rle(instance: Instance, where: str) -> None:
+    """A compressed RLE must cover exactly ``height × width`` pixels."""
+    rle = instance.rle
+    if rle is None or not isinstance(rle.get("counts"), str):
+        return
+    total = rle_string_total(rle["counts"], where)
+    if total != instance.height * instance.width:
+        raise DataError(f"{where}: RLE runs cover {total} pixels but the image has {instance.height}x"
+                        f"{instance.width} = {instance.height * instance.width}; the mask is corrupt or belongs "
+                        "to another image size")
+
+
+def load_coco_results(path: Path | str, gt: Sequence[Sample], categories: Mapping[int, str]) -> list[Sample]:
+    """Read a COCO *results* JSON onto the ground truth's images (one prediction `Sample` per GT image).
+
+    Each entry needs ``image_id`` (an id of `gt`), ``category_id`` (a key of `categories`, the GT's
+    categories) and ``segmentation`` (RLE or polygons); ``score`` is optional. Box-only results are refused.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: prediction file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(data, list):
+        raise DataError(f"{path}: a COCO results file is a JSON list of detections")
+    by_id = {s.image_id: s for s in gt}
+    per_image: dict[Any, list[Instance]] = {i: [] for i in by_id}
+    for k, entry in enumerate(data):
+        where = f"{path}: result {k}"
+        if not isinstance(entry, dict) or not {"image_id", "category_id"} <= entry.keys():
+            raise DataError(f"{where}: each result needs 'image_id', 'category_id' and 'segmentation'")
+        if "segmentation" not in entry:
+            raise DataError(f"{where}: no 'segmentation' (box-only results cannot be scored by mask IoU)")
+        sample = by_id.get(entry["image_id"])
+        if sample is None:
+            raise DataError(f"{where}: image_id {entry['image_id']!r} is not an image of the ground truth "
+                            f"(ids {sorted(by_id)[:10]}{' ...' if len(by_id) > 10 else ''})")
+        if entry["category_id"] not in categories:
+            raise DataError(f"{where}: unknown category_id {entry['category_id']!r}; ground-truth category ids: "
+                            f"{sorted(categories)}")
+        score = entry.get("score")
+        if score is not None and (not isinstance(score, (int, float)) or not math.isfinite(score)):
+            raise DataError(f"{where}: 'score' must be a finite number, got {score!r}")
+        geometry = parse_segmentation(entry["segmentation"], where, sample.height, sample.width)
+        inst = Instance(category=categories[entry["category_id"]], height=sample.height, width=sample.width,
+                        order=len(per_image[entry["image_id"]]), score=None if score is None else float(score),
+                        source=where, **geometry)
+        check_rle(inst, where)
+        per_image[entry["image_id"]].append(inst)
+    logger.info("%s: %d results on %d images", path, len(data), sum(bool(v) for v in per_image.values()))
+    return [s.with_instances(per_image[s.image_id]) for s in gt]
+
+
+def load_predictions(
+    path: Path | str, gt: Sequence[Sample], categories: Mapping[int, str]
+) -> tuple[list[Sample], set[str] | None]:
+    """Predictions from a COCO results JSON (a list) or a COCO instances JSON (an object).
+
+    Returns the samples and the category names the file declares (None for a results file, whose
+    category ids are the ground truth's).
+    """
+    path = Path(path)
+    try:
+        head = path.read_text().lstrip()[:1]
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: prediction file not found") from exc
+    if head == "[":
+        return load_coco_results(path, gt, categories), None
+    samples, pred_categories = load_coco(path)
+    for s in samples:
+        for inst in s.instances:
+            check_rle(inst, inst.source)
+    return samples, set(pred_categories.values())
+
+
+def targets_for(
+    gt_categories: set[str], pred_categories: set[str] | None, dataset_yaml: Path | str | None = None
+) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]] | None, dict[str, str]]:
+    """Targets of an evaluation: ``(targets, pred_targets, skipped target → reason)``.
+
+    Without a dataset YAML every ground-truth category is its own target. With one, the targets of the part
+    whose category names all occur in the ground truth. A prediction file that declares its own categories
+    may name them like the ground truth, like the targets (a single-target model's output), or like the
+    dataset's classes (a multiclass model); a target for which the file declares no category is skipped.
+    """
+    if dataset_yaml is None:
+        targets = {c: (c,) for c in sorted(gt_categories)}
+    else:
+        from harness.dataset import load_dataset_config
+
+        cfg = load_dataset_config(dataset_yaml)
+        matching = {name: part.targets for name, part in cfg.parts.items()
+                    if all(set(cats) <= gt_categories for cats in part.targets.values())}
+        distinct = {json.dumps(t, sort_keys=True) for t in matching.values()}
+        if not matching:
+            raise ConfigError(f"{dataset_yaml}: no part's targets fit the ground-truth categories "
+                              f"{sorted(gt_categories)}; parts: "
+                              + "; ".join(f"{n}: {sorted({c for cs in p.targets.values() for c in cs})}"
+                                          for n, p in cfg.parts.items()))
+        if len(distinct) > 1:
+            raise ConfigError(f"{dataset_yaml}: parts {', '.join(matching)} all fit the ground truth with "
+                              "different targets; give a dataset YAML with one matching part")
+        targets = {t: tuple(c) for t, c in next(iter(matching.values())).items()}
+    if pred_categories is None:
+        return targets, None, {}
+    pred_targets: dict[str, tuple[str, ...]] = {}
+    skipped: dict[str, str] = {}
+    for t, cats in targets.items():
+        names = tuple(sorted(n for n in pred_categories
+                             if n in cats or (n in targets and set(targets[n]) <= set(cats))))
+        if names:
+            pred_targets[t] = names
+        else:
+            skipped[t] = (f"the prediction file declares no category for target {t!r} (its categories: "
+                          f"{sorted(pred_categories)}; target uses {list(cats)})")
+    if not pred_targets:
+        raise DataError(f"no prediction category fits any target: prediction categories {sorted(pred_categories)}, "
+                        f"targets {dict(targets)}; pass --targets with the dataset YAML that names them")
+    return {t: targets[t] for t in pred_targets}, pred_targets, skipped
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_outputs(evaluation: Evaluation, out_dir: Path | str) -> tuple[Path, Path]:
+    """Write ``metrics.json`` and ``per_image.csv`` into `out_dir` (temp file + rename each)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path, csv_path = out_dir / "metrics.json", out_dir / "per_image.csv"
+    _atomic_write(metrics_path, json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=PER_IMAGE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(evaluation.per_image_rows())
+    _atomic_write(csv_path, buffer.getvalue())
+    return metrics_path, csv_path
