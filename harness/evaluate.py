@@ -29,7 +29,7 @@ import numpy as np
 
 from harness.data import Instance, Sample, load_coco, parse_segmentation
 from harness.errors import ConfigError, DataError
-from metrics.matching import iou_matrix, match, split_boundary
+from metrics.matching import InstanceSet, iou_matrix, match, touches_frame
 from metrics.scores import Counts, PerImageMean, bootstrap_intervals, per_image_mean, pool
 
 logger = logging.getLogger(__name__)
@@ -209,20 +209,22 @@ def _label(sample: Sample) -> str:
     return sample.file_name or str(sample.image_id)
 
 
-def _rasterised(instances: Sequence[Instance], where: str) -> tuple[list[Instance], int]:
-    """Rasterise (cached on each instance) and drop empty masks; a broken geometry is a DataError."""
-    kept = []
-    for inst in instances:
-        try:
-            crop = inst.crop
-        except DataError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken annotation
-            raise DataError(f"{inst.source or where}: cannot rasterise the segmentation of instance "
-                            f"{inst.order} ({type(exc).__name__}: {exc})") from exc
-        if crop.size and crop.any():
-            kept.append(inst)
-    return kept, len(instances) - len(kept)
+def _instance_set(instances: Sequence[Instance], where: str) -> InstanceSet:
+    """Boxes/areas/crops of `instances` (rasterised once, cached); a broken geometry is a DataError."""
+    try:
+        return InstanceSet.of(instances)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - find the instance at fault and name it
+        for inst in instances:
+            try:
+                _ = inst.crop
+            except DataError:
+                raise
+            except Exception as inner:  # noqa: BLE001 - any decoder failure means a broken annotation
+                raise DataError(f"{inst.source or where}: cannot rasterise the segmentation of instance "
+                                f"{inst.order} ({type(inner).__name__}: {inner})") from inner
+        raise DataError(f"{where}: {exc}") from exc
 
 
 def _check_pred_categories(pairs: Sequence[tuple[Sample, Sample | None]], allowed: set[str]) -> None:
@@ -240,23 +242,26 @@ def evaluate_image(
 ) -> ImageResult:
     """Counts of one target on one image (see the module docstring for the order of the steps)."""
     where = f"image {_label(gt)!r}"
-    gt_inst, gt_empty = _rasterised([i for i in gt.instances if i.category in gt_categories], where)
-    pred_all = pred.instances if pred is not None else ()
-    pred_inst, pred_empty = _rasterised([i for i in pred_all if i.category in pred_categories], where)
+    gt_inst = [i for i in gt.instances if i.category in gt_categories]
+    pred_inst = [i for i in (pred.instances if pred is not None else ()) if i.category in pred_categories]
     resolve_dropped = 0
     if resolve_gt is not None:
         from harness.convert import resolve_priority
 
+        _instance_set(gt_inst, where)  # name a broken annotation before the resolution touches it
         resolution = resolve_priority(gt_inst, gt.height, gt.width, rule=resolve_gt, min_pixels=min_pixels)
         gt_inst, resolve_dropped = list(resolution.instances), len(resolution.dropped)
-    gt_kept, gt_bd = split_boundary(gt_inst, gt.height, gt.width, boundary)
-    pred_kept, pred_bd = split_boundary(pred_inst, gt.height, gt.width, boundary)
-    iou = iou_matrix(gt_kept, pred_kept)
-    counts = tuple(Counts.from_matching(match(iou, t).tp, len(gt_kept), len(pred_kept)) for t in thresholds)
-    return ImageResult(target=target, image=_label(gt), image_id=gt.image_id, n_gt=len(gt_kept),
-                       n_pred=len(pred_kept), n_gt_boundary=len(gt_bd), n_pred_boundary=len(pred_bd),
-                       n_gt_resolve_dropped=resolve_dropped, n_gt_empty=gt_empty, n_pred_empty=pred_empty,
-                       counts=counts)
+    g, p = _instance_set(gt_inst, where), _instance_set(pred_inst, where)
+    g_empty, p_empty = g.areas == 0, p.areas == 0
+    g_frame = touches_frame(g.boxes, gt.height, gt.width, boundary) & ~g_empty
+    p_frame = touches_frame(p.boxes, gt.height, gt.width, boundary) & ~p_empty
+    g, p = g.subset(~(g_empty | g_frame)), p.subset(~(p_empty | p_frame))
+    iou = iou_matrix(g, p, min_iou=min(thresholds))
+    counts = tuple(Counts.from_matching(match(iou, t).tp, len(g), len(p)) for t in thresholds)
+    return ImageResult(target=target, image=_label(gt), image_id=gt.image_id, n_gt=len(g), n_pred=len(p),
+                       n_gt_boundary=int(g_frame.sum()), n_pred_boundary=int(p_frame.sum()),
+                       n_gt_resolve_dropped=resolve_dropped, n_gt_empty=int(g_empty.sum()),
+                       n_pred_empty=int(p_empty.sum()), counts=counts)
 
 
 # --------------------------------------------------------------------------------------------- evaluate

@@ -52,18 +52,38 @@ def boxes_of(instances: Sequence[Masked]) -> np.ndarray:
     return np.array([inst.bbox for inst in instances], dtype=np.int64).reshape(len(instances), 4)
 
 
-def areas_of(instances: Sequence[Masked]) -> np.ndarray:
-    """Pixel count of each instance's crop (int64)."""
-    return np.array([np.count_nonzero(inst.crop) for inst in instances], dtype=np.int64)
+@dataclass(frozen=True)
+class InstanceSet:
+    """Boxes, pixel counts and crops of a list of instances, read once (attribute access is the slow part)."""
 
+    boxes: np.ndarray
+    areas: np.ndarray
+    crops: tuple[np.ndarray, ...]
 
-def check_crops(instances: Sequence[Masked], boxes: np.ndarray, what: str) -> None:
-    """Crops must have their box's shape: a mismatch would silently shift every intersection."""
-    for k, inst in enumerate(instances):
-        y0, x0, y1, x1 = boxes[k]
-        if inst.crop.shape != (y1 - y0, x1 - x0):
-            raise ValueError(f"{what} instance {k}: crop shape {inst.crop.shape} does not match its bbox "
+    @classmethod
+    def of(cls, instances: Sequence[Masked] | InstanceSet, what: str = "instance") -> InstanceSet:
+        """Read `instances`; a crop whose shape differs from its box is an error (it would shift overlaps)."""
+        if isinstance(instances, InstanceSet):
+            return instances
+        boxes = boxes_of(instances)
+        crops = tuple(inst.crop for inst in instances)
+        shapes = [c.shape for c in crops]
+        if any(len(sh) != 2 for sh in shapes) or not np.array_equal(
+            np.array(shapes, dtype=np.int64).reshape(len(crops), 2), boxes[:, 2:] - boxes[:, :2]
+        ):
+            k = next(k for k, c in enumerate(crops) if c.shape != tuple(boxes[k, 2:] - boxes[k, :2]))
+            raise ValueError(f"{what} {k}: crop shape {crops[k].shape} does not match its bbox "
                              f"{tuple(int(v) for v in boxes[k])}")
+        areas = np.fromiter((np.count_nonzero(c) for c in crops), dtype=np.int64, count=len(crops))
+        return cls(boxes=boxes, areas=areas, crops=crops)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def subset(self, keep: np.ndarray) -> InstanceSet:
+        """The instances where boolean `keep` is True (order kept)."""
+        idx = np.flatnonzero(keep)
+        return InstanceSet(self.boxes[idx], self.areas[idx], tuple(self.crops[i] for i in idx))
 
 
 def candidate_pairs(gt_boxes: np.ndarray, pred_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,37 +91,44 @@ def candidate_pairs(gt_boxes: np.ndarray, pred_boxes: np.ndarray) -> tuple[np.nd
     if len(gt_boxes) == 0 or len(pred_boxes) == 0:
         empty = np.zeros(0, dtype=np.intp)
         return empty, empty
-    g = gt_boxes[:, None, :]
-    p = pred_boxes[None, :, :]
-    overlap = (np.maximum(g[..., 0], p[..., 0]) < np.minimum(g[..., 2], p[..., 2])) & (
-        np.maximum(g[..., 1], p[..., 1]) < np.minimum(g[..., 3], p[..., 3])
-    )
+    g, p = gt_boxes.T[:, :, None], pred_boxes.T[:, None, :]  # (4, n, 1) and (4, 1, m)
+    # [a0, a1) and [b0, b1) intersect iff a0 < b1 and b0 < a1 (cheaper than max/min on n×m arrays).
+    overlap = (g[0] < p[2]) & (p[0] < g[2]) & (g[1] < p[3]) & (p[1] < g[3])
     return np.nonzero(overlap)
 
 
-def iou_matrix(gt: Sequence[Masked], pred: Sequence[Masked]) -> np.ndarray:
-    """Dense ``n_gt × n_pred`` IoU matrix (float64), exact, from box prefilter + crop intersections."""
-    gt_boxes, pred_boxes = boxes_of(gt), boxes_of(pred)
-    check_crops(gt, gt_boxes, "ground-truth")
-    check_crops(pred, pred_boxes, "predicted")
-    iou = np.zeros((len(gt), len(pred)), dtype=np.float64)
-    rows, cols = candidate_pairs(gt_boxes, pred_boxes)
+def iou_matrix(
+    gt: Sequence[Masked] | InstanceSet, pred: Sequence[Masked] | InstanceSet, min_iou: float = 0.0
+) -> np.ndarray:
+    """Dense ``n_gt × n_pred`` IoU matrix (float64), exact, from box prefilter + crop intersections.
+
+    With ``min_iou > 0``, pairs whose IoU provably stays below it (the intersection cannot exceed the
+    box intersection nor either area) are left at 0 without touching their pixels: matching at
+    thresholds >= `min_iou` gives the same true positives.
+    """
+    g, p = InstanceSet.of(gt, "ground-truth instance"), InstanceSet.of(pred, "predicted instance")
+    iou = np.zeros((len(g), len(p)), dtype=np.float64)
+    rows, cols = candidate_pairs(g.boxes, p.boxes)
     if rows.size == 0:
         return iou
-    gt_area, pred_area = areas_of(gt), areas_of(pred)
-    gt_crops = [inst.crop for inst in gt]
-    pred_crops = [inst.crop for inst in pred]
-    inter = np.empty(rows.size, dtype=np.int64)
-    for k, (i, j) in enumerate(zip(rows.tolist(), cols.tolist())):
-        gy0, gx0, gy1, gx1 = gt_boxes[i].tolist()
-        py0, px0, py1, px1 = pred_boxes[j].tolist()
-        y0, x0, y1, x1 = max(gy0, py0), max(gx0, px0), min(gy1, py1), min(gx1, px1)
-        a = gt_crops[i][y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
-        b = pred_crops[j][y0 - py0 : y1 - py0, x0 - px0 : x1 - px0]
-        inter[k] = np.count_nonzero(a & b)
-    union = gt_area[rows] + pred_area[cols] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou[rows, cols] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    gb, pb = g.boxes[rows], p.boxes[cols]
+    lo = np.maximum(gb[:, :2], pb[:, :2])  # (y0, x0) of the box intersection
+    hi = np.minimum(gb[:, 2:], pb[:, 2:])  # (y1, x1)
+    ga, pa = g.areas[rows], p.areas[cols]
+    if min_iou > 0:
+        bound = np.minimum(np.prod(hi - lo, axis=1), np.minimum(ga, pa))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            possible = bound >= min_iou * (ga + pa - bound)
+        rows, cols, gb, pb, lo, hi, ga, pa = (a[possible] for a in (rows, cols, gb, pb, lo, hi, ga, pa))
+    g_off = np.concatenate([lo - gb[:, :2], hi - gb[:, :2]], axis=1).tolist()
+    p_off = np.concatenate([lo - pb[:, :2], hi - pb[:, :2]], axis=1).tolist()
+    inter = np.fromiter(
+        (np.count_nonzero(g.crops[i][a0:a2, a1:a3] & p.crops[j][b0:b2, b1:b3])
+         for i, j, (a0, a1, a2, a3), (b0, b1, b2, b3) in zip(rows.tolist(), cols.tolist(), g_off, p_off)),
+        dtype=np.int64, count=rows.size,
+    )
+    union = ga + pa - inter
+    iou[rows, cols] = np.divide(inter, union, out=np.zeros(rows.size), where=union > 0)
     return iou
 
 
@@ -125,25 +152,35 @@ class Matching:
 def match(iou: np.ndarray, threshold: float) -> Matching:
     """Optimal one-to-one matching at `threshold` (Hungarian on the cellpose/NeurIPS cost).
 
-    Rows and columns without any IoU >= `threshold` can never hold a true positive and contribute at
-    most a tie-break to the cost, so they are left out of the assignment: the number of true positives
-    (the maximum number of disjoint pairs with IoU >= t) is the same, and the problem is much smaller.
-    The tie-break denominator is ``2 * min(n_gt, n_pred)`` of the full matrix, as in cellpose.
+    Only pairs with IoU >= `threshold` can be true positives, and the tie-break term can never trade one
+    away, so the problem splits without changing the count of true positives (the maximum number of
+    disjoint pairs with IoU >= t): a pair that is the only candidate of both its row and its column is
+    matched directly (any optimum holds it), and the Hungarian assignment runs on the rows and columns
+    that remain with any IoU >= t. The tie-break denominator is ``2 * min(n_gt, n_pred)`` of the full
+    matrix, as in cellpose.
     """
     empty = np.zeros(0, dtype=np.intp)
     if iou.size == 0:
         return Matching(threshold, empty, empty, np.zeros(0))
     hit = iou >= threshold
-    rows = np.flatnonzero(hit.any(axis=1))
-    cols = np.flatnonzero(hit.any(axis=0))
-    if rows.size == 0:
-        return Matching(threshold, empty, empty, np.zeros(0))
-    n_min = min(iou.shape)
-    sub = iou[np.ix_(rows, cols)]
-    cost = -(sub >= threshold).astype(np.float64) - sub / (2.0 * n_min)
-    r, c = linear_sum_assignment(cost)
-    keep = sub[r, c] >= threshold
-    return Matching(threshold, rows[r[keep]], cols[c[keep]], sub[r[keep], c[keep]])
+    row_hits, col_hits = hit.sum(axis=1), hit.sum(axis=0)
+    hr, hc = np.nonzero(hit)
+    alone = (row_hits[hr] == 1) & (col_hits[hc] == 1)
+    gt_idx, pred_idx = [hr[alone]], [hc[alone]]
+    row_left, col_left = row_hits > 0, col_hits > 0
+    row_left[hr[alone]] = False
+    col_left[hc[alone]] = False
+    rows, cols = np.flatnonzero(row_left), np.flatnonzero(col_left)
+    if rows.size:
+        sub = iou[np.ix_(rows, cols)]
+        cost = -(sub >= threshold).astype(np.float64) - sub / (2.0 * min(iou.shape))
+        r, c = linear_sum_assignment(cost)
+        keep = sub[r, c] >= threshold
+        gt_idx.append(rows[r[keep]])
+        pred_idx.append(cols[c[keep]])
+    g, p = np.concatenate(gt_idx), np.concatenate(pred_idx)
+    order = np.argsort(g, kind="stable")
+    return Matching(threshold, g[order], p[order], iou[g[order], p[order]])
 
 
 def true_positives(iou: np.ndarray, thresholds: Sequence[float]) -> list[int]:

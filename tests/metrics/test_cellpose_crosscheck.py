@@ -91,5 +91,7 @@ def test_identical_counts_to_cellpose_on_random_label_maps() -> None:
         assert [c.tp for c in ours] == tp[n].astype(int).tolist(), f"image {n}"
         assert [c.fp for c in ours] == fp[n].astype(int).tolist(), f"image {n}"
         assert [c.fn for c in ours] == fn[n].astype(int).tolist(), f"image {n}"
+        # The pruned matrix evaluate() uses (pairs that cannot reach IoU 0.5 skipped) gives the same TPs.
+        assert true_positives(iou_matrix(gt_inst, pred_inst, min_iou=0.5), THRESHOLDS) == tps
         total_tp += tps[0]
     assert total_tp > 200  # the cross-check exercised real matches, not only empty images
