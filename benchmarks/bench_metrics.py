@@ -49,7 +49,7 @@ def make_scene(seed: int = SEED) -> tuple[list[Instance], list[Instance]]:
     """200 GT ellipses (a third placed against a neighbour so they overlap) and 200 predictions."""
     rng = np.random.default_rng(seed)
     shapes: list[tuple[float, float, float, float, float]] = []
-    for k in range(N_GT):
+    for _ in range(N_GT):
         ry, rx, angle = rng.uniform(18, 40), rng.uniform(18, 40), rng.uniform(0, np.pi)
         if shapes and rng.random() < 0.35:
             py, px, pry, prx, _ = shapes[int(rng.integers(len(shapes)))]
@@ -58,19 +58,33 @@ def make_scene(seed: int = SEED) -> tuple[list[Instance], list[Instance]]:
         else:
             cy, cx = rng.uniform(0, HEIGHT), rng.uniform(0, WIDTH)
         shapes.append((float(np.clip(cy, 0, HEIGHT)), float(np.clip(cx, 0, WIDTH)), ry, rx, angle))
-    gt = [Instance(category="cell", height=HEIGHT, width=WIDTH, order=k, polygons=(_ellipse(*s),))
-          for k, s in enumerate(shapes)]
+    gt = [
+        Instance(category="cell", height=HEIGHT, width=WIDTH, order=k, polygons=(_ellipse(*s),))
+        for k, s in enumerate(shapes)
+    ]
     pred = []
     for k, idx in enumerate(rng.permutation(N_GT)[: N_PRED - 30]):
         cy, cx, ry, rx, angle = shapes[idx]
         s = rng.uniform(0.85, 1.15, size=2)
-        jit = _ellipse(cy + rng.normal(0, 3), cx + rng.normal(0, 3), ry * s[0], rx * s[1], angle + rng.normal(0, .1))
-        pred.append(Instance(category="cell", height=HEIGHT, width=WIDTH, order=k, polygons=(jit,), score=0.9))
-    for k in range(30):
-        spurious = _ellipse(rng.uniform(0, HEIGHT), rng.uniform(0, WIDTH), rng.uniform(15, 35), rng.uniform(15, 35),
-                            rng.uniform(0, np.pi))
-        pred.append(Instance(category="cell", height=HEIGHT, width=WIDTH, order=len(pred), polygons=(spurious,),
-                             score=0.5))
+        jit = _ellipse(
+            cy + rng.normal(0, 3), cx + rng.normal(0, 3), ry * s[0], rx * s[1], angle + rng.normal(0, 0.1)
+        )
+        pred.append(
+            Instance(category="cell", height=HEIGHT, width=WIDTH, order=k, polygons=(jit,), score=0.9)
+        )
+    for _ in range(30):
+        spurious = _ellipse(
+            rng.uniform(0, HEIGHT),
+            rng.uniform(0, WIDTH),
+            rng.uniform(15, 35),
+            rng.uniform(15, 35),
+            rng.uniform(0, np.pi),
+        )
+        pred.append(
+            Instance(
+                category="cell", height=HEIGHT, width=WIDTH, order=len(pred), polygons=(spurious,), score=0.5
+            )
+        )
     return gt, pred
 
 
@@ -88,8 +102,9 @@ def _csr_overlap_iou(gt_map: np.ndarray, pred_map: np.ndarray) -> np.ndarray:
     from scipy.sparse import csr_matrix
 
     n_t, n_p = int(gt_map.max()) + 1, int(pred_map.max()) + 1
-    overlap = csr_matrix((np.ones(gt_map.size, np.int64), (gt_map.ravel(), pred_map.ravel())),
-                         shape=(n_t, n_p)).toarray()
+    overlap = csr_matrix(
+        (np.ones(gt_map.size, np.int64), (gt_map.ravel(), pred_map.ravel())), shape=(n_t, n_p)
+    ).toarray()
     union = overlap.sum(0, keepdims=True) + overlap.sum(1, keepdims=True) - overlap
     return np.divide(overlap, union, out=np.zeros(overlap.shape), where=union > 0)[1:, 1:]
 
@@ -119,8 +134,13 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     repeats = 5 if quick else 31
     gt, pred = make_scene()
-    gt_sample = Sample(image_path=Path("synthetic.tif"), height=HEIGHT, width=WIDTH,
-                       instances=tuple(gt), file_name="synthetic.tif")
+    gt_sample = Sample(
+        image_path=Path("synthetic.tif"),
+        height=HEIGHT,
+        width=WIDTH,
+        instances=tuple(gt),
+        file_name="synthetic.tif",
+    )
     pred_sample = gt_sample.with_instances(pred)
 
     # Rasterisation (once: crops are cached on the instances), timed and traced on a fresh copy of the scene.
@@ -139,7 +159,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     ours()  # warm-up
     ours_ms, ours_times = _median_ms(ours, repeats)
     ours_peak = _traced_peak_mb(ours)
-    ours_off = lambda: evaluate_image("cell", gt_sample, pred_sample, {"cell"}, {"cell"}, THRESHOLDS, 0, None, 10)  # noqa: E731
+
+    def ours_off() -> Any:
+        return evaluate_image("cell", gt_sample, pred_sample, {"cell"}, {"cell"}, THRESHOLDS, 0, None, 10)
+
     ours_off_ms, _ = _median_ms(ours_off, repeats)
     result = ours()
     result_off = ours_off()
@@ -154,7 +177,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     maxrss_before_cellpose_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     figures: dict[str, Any] = {
-        "image": f"{WIDTH}x{HEIGHT}", "n_gt": N_GT, "n_pred": N_PRED, "thresholds": list(THRESHOLDS), "seed": SEED,
+        "image": f"{WIDTH}x{HEIGHT}",
+        "n_gt": N_GT,
+        "n_pred": N_PRED,
+        "thresholds": list(THRESHOLDS),
+        "seed": SEED,
         "repeats": repeats,
         "gt_mean_area_px": round(float(areas.mean()), 1),
         "gt_foreground_px_covered_twice_or_more": round(overlapping_px, 4),
@@ -188,24 +215,33 @@ def run(quick: bool = False) -> dict[str, Any]:
     paint_ms, _ = _median_ms(lambda: (label_map(gt), label_map(pred)), cp_repeats)
     csr_ms, _ = _median_ms(lambda: _csr_overlap_iou(gt_map, pred_map), cp_repeats)
     version = getattr(__import__("cellpose"), "version", "?")
-    figures.update({
-        "cellpose_version": version,
-        "cellpose_repeats": cp_repeats,
-        "cellpose_ms_median": round(cp_ms, 2),
-        "cellpose_tp_fp_fn_label_maps": [[int(tp[k]), int(fp[k]), int(fn[k])] for k in range(len(THRESHOLDS))],
-        "speedup_vs_cellpose": round(cp_ms / ours_ms, 1),
-        "label_maps_from_instances_ms": round(paint_ms, 2),
-        "speedup_vs_cellpose_incl_label_maps": round((cp_ms + paint_ms) / ours_ms, 1),
-        "cellpose4_style_csr_overlap_ms": round(csr_ms, 2),
-        "speedup_vs_cellpose4_style_overlap_only": round(csr_ms / ours_ms, 1),
-        "note": ("cellpose 3.x (installed) computes the overlap with a numba-compiled pixel loop; cellpose >= 4.0.5 "
-                 "uses a scipy CSR matrix (cellpose4_style_csr_overlap_ms: the same construction timed here, "
-                 "overlap + IoU only, no matching). Label maps cannot hold overlapping instances, so the "
-                 "cellpose counts differ from ours on this scene."),
-        "process_maxrss_mb_end": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "goals": {"ours_ms_le_5": ours_ms <= 5.0, "speedup_ge_20": cp_ms / ours_ms >= 20.0,
-                  "peak_le_300mb": max(ours_peak, rasterise_peak) <= 300.0},
-    })
+    figures.update(
+        {
+            "cellpose_version": version,
+            "cellpose_repeats": cp_repeats,
+            "cellpose_ms_median": round(cp_ms, 2),
+            "cellpose_tp_fp_fn_label_maps": [
+                [int(tp[k]), int(fp[k]), int(fn[k])] for k in range(len(THRESHOLDS))
+            ],
+            "speedup_vs_cellpose": round(cp_ms / ours_ms, 1),
+            "label_maps_from_instances_ms": round(paint_ms, 2),
+            "speedup_vs_cellpose_incl_label_maps": round((cp_ms + paint_ms) / ours_ms, 1),
+            "cellpose4_style_csr_overlap_ms": round(csr_ms, 2),
+            "speedup_vs_cellpose4_style_overlap_only": round(csr_ms / ours_ms, 1),
+            "note": (
+                "cellpose 3.x (installed) computes the overlap with a numba-compiled pixel loop; "
+                "cellpose >= 4.0.5 uses a scipy CSR matrix (cellpose4_style_csr_overlap_ms: the same "
+                "construction timed here, overlap + IoU only, no matching). Label maps cannot hold "
+                "overlapping instances, so the cellpose counts differ from ours on this scene."
+            ),
+            "process_maxrss_mb_end": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "goals": {
+                "ours_ms_le_5": ours_ms <= 5.0,
+                "speedup_ge_20": cp_ms / ours_ms >= 20.0,
+                "peak_le_300mb": max(ours_peak, rasterise_peak) <= 300.0,
+            },
+        }
+    )
     return figures
 
 

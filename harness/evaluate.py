@@ -37,15 +37,21 @@ logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLDS = (0.5, 0.75, 0.9)
 RESOLVE_RULES = ("last", "first", "smallest")
 
-MATCHING_NOTE = ("one-to-one Hungarian assignment (scipy linear_sum_assignment) on cost -(IoU>=t) - IoU/(2*n_min), "
-                 "a pair is a TP when IoU >= t (cellpose / NeurIPS-CellSeg / stardist); FP = n_pred - TP, "
-                 "FN = n_gt - TP; AP = TP/(TP+FP+FN) (cellpose-style, not COCO AP)")
-AGGREGATION_NOTE = ("pooled (the paper's figures): TP/FP/FN summed over images per target, then P/R/F1/AP; "
-                    "scores are 0 when TP = 0. per_image_mean: mean over images of per-image counts and scores; "
-                    "images with neither ground truth nor prediction for the target are left out of the mean "
-                    "(counted in n_images_empty); an image with only ground truth or only predictions scores 0")
-BOUNDARY_NOTE = ("instances with a pixel in the outer frame `boundary` px wide are dropped, ground truth and "
-                 "predictions separately, before matching (after GT resolution in resolved mode); 0 = off")
+MATCHING_NOTE = (
+    "one-to-one Hungarian assignment (scipy linear_sum_assignment) on cost -(IoU>=t) - IoU/(2*n_min), "
+    "a pair is a TP when IoU >= t (cellpose / NeurIPS-CellSeg / stardist); FP = n_pred - TP, "
+    "FN = n_gt - TP; AP = TP/(TP+FP+FN) (cellpose-style, not COCO AP)"
+)
+AGGREGATION_NOTE = (
+    "pooled (the paper's figures): TP/FP/FN summed over images per target, then P/R/F1/AP; "
+    "scores are 0 when TP = 0. per_image_mean: mean over images of per-image counts and scores; "
+    "images with neither ground truth nor prediction for the target are left out of the mean "
+    "(counted in n_images_empty); an image with only ground truth or only predictions scores 0"
+)
+BOUNDARY_NOTE = (
+    "instances with a pixel in the outer frame `boundary` px wide are dropped, ground truth and "
+    "predictions separately, before matching (after GT resolution in resolved mode); 0 = off"
+)
 EMPTY_NOTE = "instances whose mask has no pixel are dropped before anything else (counted in n_*_empty)"
 
 
@@ -92,11 +98,11 @@ class TargetResult:
 
     def to_dict(self) -> dict[str, Any]:
         pooled: dict[str, Any] = {}
-        for t, counts, ci in zip(self.thresholds, self.pooled, self.intervals):
+        for t, counts, ci in zip(self.thresholds, self.pooled, self.intervals, strict=True):
             pooled[threshold_key(t)] = counts.to_dict()
             if ci:
                 pooled[threshold_key(t)]["ci"] = {name: [lo, hi] for name, (lo, hi) in ci.items()}
-        means = {threshold_key(t): m.to_dict() for t, m in zip(self.thresholds, self.means)}
+        means = {threshold_key(t): m.to_dict() for t, m in zip(self.thresholds, self.means, strict=True)}
         first = self.means[0] if self.means else PerImageMean(0, 0, *([None] * 7))
         return {
             "n_images": len(self.images),
@@ -114,8 +120,24 @@ class TargetResult:
         }
 
 
-PER_IMAGE_COLUMNS = ("target", "image", "image_id", "threshold", "n_gt", "n_pred", "n_gt_boundary",
-                     "n_pred_boundary", "n_gt_resolve_dropped", "tp", "fp", "fn", "precision", "recall", "f1", "ap")
+PER_IMAGE_COLUMNS = (
+    "target",
+    "image",
+    "image_id",
+    "threshold",
+    "n_gt",
+    "n_pred",
+    "n_gt_boundary",
+    "n_pred_boundary",
+    "n_gt_resolve_dropped",
+    "tp",
+    "fp",
+    "fn",
+    "precision",
+    "recall",
+    "f1",
+    "ap",
+)
 
 
 @dataclass(frozen=True)
@@ -134,26 +156,40 @@ class Evaluation:
         rows = []
         for target in self.targets.values():
             for r in target.images:
-                for t, c in zip(target.thresholds, r.counts):
-                    rows.append({"target": r.target, "image": r.image, "image_id": r.image_id,
-                                 "threshold": threshold_key(t), "n_gt": r.n_gt, "n_pred": r.n_pred,
-                                 "n_gt_boundary": r.n_gt_boundary, "n_pred_boundary": r.n_pred_boundary,
-                                 "n_gt_resolve_dropped": r.n_gt_resolve_dropped, **c.to_dict()})
+                for t, c in zip(target.thresholds, r.counts, strict=True):
+                    rows.append(
+                        {
+                            "target": r.target,
+                            "image": r.image,
+                            "image_id": r.image_id,
+                            "threshold": threshold_key(t),
+                            "n_gt": r.n_gt,
+                            "n_pred": r.n_pred,
+                            "n_gt_boundary": r.n_gt_boundary,
+                            "n_pred_boundary": r.n_pred_boundary,
+                            "n_gt_resolve_dropped": r.n_gt_resolve_dropped,
+                            **c.to_dict(),
+                        }
+                    )
         return rows
 
     def table(self) -> str:
         """Plain-text table of pooled and per-image-mean scores (percent)."""
-        head = (f"{'target':<12} {'IoU':>5} {'n_img':>5} {'n_gt':>6} {'n_pred':>6} {'TP':>6} {'FP':>6} {'FN':>6} "
-                f"{'P':>6} {'R':>6} {'F1':>6} {'AP':>6} | {'mF1':>6} {'mAP':>6}")
+        head = (
+            f"{'target':<12} {'IoU':>5} {'n_img':>5} {'n_gt':>6} {'n_pred':>6} {'TP':>6} {'FP':>6} {'FN':>6} "
+            f"{'P':>6} {'R':>6} {'F1':>6} {'AP':>6} | {'mF1':>6} {'mAP':>6}"
+        )
         lines = [head, "-" * len(head)]
         for name, target in self.targets.items():
             n_gt, n_pred = target.total("n_gt"), target.total("n_pred")
-            for t, c, m in zip(target.thresholds, target.pooled, target.means):
+            for t, c, m in zip(target.thresholds, target.pooled, target.means, strict=True):
                 mf1 = "-" if m.f1 is None else f"{100 * m.f1:.2f}"
                 map_ = "-" if m.ap is None else f"{100 * m.ap:.2f}"
-                lines.append(f"{name:<12} {threshold_key(t):>5} {len(target.images):>5} {n_gt:>6} {n_pred:>6} "
-                             f"{c.tp:>6} {c.fp:>6} {c.fn:>6} {100 * c.precision:>6.2f} {100 * c.recall:>6.2f} "
-                             f"{100 * c.f1:>6.2f} {100 * c.ap:>6.2f} | {mf1:>6} {map_:>6}")
+                lines.append(
+                    f"{name:<12} {threshold_key(t):>5} {len(target.images):>5} {n_gt:>6} {n_pred:>6} "
+                    f"{c.tp:>6} {c.fp:>6} {c.fn:>6} {100 * c.precision:>6.2f} {100 * c.recall:>6.2f} "
+                    f"{100 * c.f1:>6.2f} {100 * c.ap:>6.2f} | {mf1:>6} {map_:>6}"
+                )
         lines.append("P/R/F1/AP pooled over images (percent); mF1/mAP = per-image means.")
         return "\n".join(lines)
 
@@ -167,8 +203,10 @@ def _pairing_key(gt: Sequence[Sample], pred: Sequence[Sample]) -> str:
         return "file_name"
     missing = [s for s in (*gt, *pred) if s.image_id is None]
     if missing:
-        raise DataError(f"cannot pair ground truth and predictions: image {missing[0].image_path} has neither a "
-                        "file_name nor an image_id")
+        raise DataError(
+            f"cannot pair ground truth and predictions: image {missing[0].image_path} has neither a "
+            "file_name nor an image_id"
+        )
     return "image_id"
 
 
@@ -182,7 +220,9 @@ def _index(samples: Sequence[Sample], key: str, what: str) -> dict[Any, Sample]:
     return out
 
 
-def pair_samples(gt: Sequence[Sample], pred: Sequence[Sample]) -> tuple[str, list[tuple[Sample, Sample | None]]]:
+def pair_samples(
+    gt: Sequence[Sample], pred: Sequence[Sample]
+) -> tuple[str, list[tuple[Sample, Sample | None]]]:
     """Pair each ground-truth image with its predictions (None when the prediction file lacks it).
 
     A prediction for an image the ground truth does not have, or with another image size, is an error.
@@ -193,12 +233,16 @@ def pair_samples(gt: Sequence[Sample], pred: Sequence[Sample]) -> tuple[str, lis
     for k, p in pred_index.items():
         g = gt_index.get(k)
         if g is None:
-            raise DataError(f"predictions: image {key} {k!r} is not in the ground truth (GT images: "
-                            f"{', '.join(map(repr, list(gt_index)[:10]))}{' ...' if len(gt_index) > 10 else ''}); "
-                            "evaluate against the annotation file of the same split")
+            raise DataError(
+                f"predictions: image {key} {k!r} is not in the ground truth (GT images: "
+                f"{', '.join(map(repr, list(gt_index)[:10]))}{' ...' if len(gt_index) > 10 else ''}); "
+                "evaluate against the annotation file of the same split"
+            )
         if (p.height, p.width) != (g.height, g.width):
-            raise DataError(f"predictions: image {key} {k!r} is {p.width}x{p.height} (WxH) but the ground truth "
-                            f"says {g.width}x{g.height}; predictions must be at the original resolution")
+            raise DataError(
+                f"predictions: image {key} {k!r} is {p.width}x{p.height} (WxH) but the ground truth "
+                f"says {g.width}x{g.height}; predictions must be at the original resolution"
+            )
     return key, [(g, pred_index.get(k)) for k, g in gt_index.items()]
 
 
@@ -222,8 +266,10 @@ def _instance_set(instances: Sequence[Instance], where: str) -> InstanceSet:
             except DataError:
                 raise
             except Exception as inner:  # noqa: BLE001 - any decoder failure means a broken annotation
-                raise DataError(f"{inst.source or where}: cannot rasterise the segmentation of instance "
-                                f"{inst.order} ({type(inner).__name__}: {inner})") from inner
+                raise DataError(
+                    f"{inst.source or where}: cannot rasterise the segmentation of instance "
+                    f"{inst.order} ({type(inner).__name__}: {inner})"
+                ) from inner
         raise DataError(f"{where}: {exc}") from exc
 
 
@@ -231,14 +277,23 @@ def _check_pred_categories(pairs: Sequence[tuple[Sample, Sample | None]], allowe
     for _, p in pairs:
         for inst in p.instances if p is not None else ():
             if inst.category not in allowed:
-                raise DataError(f"{inst.source or _label(p)}: predicted category {inst.category!r} (image "
-                                f"{_label(p)!r}, instance {inst.order}) is not used by any target; known predicted "
-                                f"categories: {', '.join(map(repr, sorted(allowed)))}")
+                raise DataError(
+                    f"{inst.source or _label(p)}: predicted category {inst.category!r} (image "
+                    f"{_label(p)!r}, instance {inst.order}) is not used by any target; known predicted "
+                    f"categories: {', '.join(map(repr, sorted(allowed)))}"
+                )
 
 
 def evaluate_image(
-    target: str, gt: Sample, pred: Sample | None, gt_categories: set[str], pred_categories: set[str],
-    thresholds: Sequence[float], boundary: int, resolve_gt: str | None, min_pixels: int,
+    target: str,
+    gt: Sample,
+    pred: Sample | None,
+    gt_categories: set[str],
+    pred_categories: set[str],
+    thresholds: Sequence[float],
+    boundary: int,
+    resolve_gt: str | None,
+    min_pixels: int,
 ) -> ImageResult:
     """Counts of one target on one image (see the module docstring for the order of the steps)."""
     where = f"image {_label(gt)!r}"
@@ -258,17 +313,27 @@ def evaluate_image(
     g, p = g.subset(~(g_empty | g_frame)), p.subset(~(p_empty | p_frame))
     iou = iou_matrix(g, p, min_iou=min(thresholds))
     counts = tuple(Counts.from_matching(match(iou, t).tp, len(g), len(p)) for t in thresholds)
-    return ImageResult(target=target, image=_label(gt), image_id=gt.image_id, n_gt=len(g), n_pred=len(p),
-                       n_gt_boundary=int(g_frame.sum()), n_pred_boundary=int(p_frame.sum()),
-                       n_gt_resolve_dropped=resolve_dropped, n_gt_empty=int(g_empty.sum()),
-                       n_pred_empty=int(p_empty.sum()), counts=counts)
+    return ImageResult(
+        target=target,
+        image=_label(gt),
+        image_id=gt.image_id,
+        n_gt=len(g),
+        n_pred=len(p),
+        n_gt_boundary=int(g_frame.sum()),
+        n_pred_boundary=int(p_frame.sum()),
+        n_gt_resolve_dropped=resolve_dropped,
+        n_gt_empty=int(g_empty.sum()),
+        n_pred_empty=int(p_empty.sum()),
+        counts=counts,
+    )
 
 
 # --------------------------------------------------------------------------------------------- evaluate
 
 
-def _check_settings(thresholds: Sequence[float], boundary: int, resolve_gt: str | None, min_pixels: int,
-                    bootstrap: int) -> tuple[float, ...]:
+def _check_settings(
+    thresholds: Sequence[float], boundary: int, resolve_gt: str | None, min_pixels: int, bootstrap: int
+) -> tuple[float, ...]:
     ts = tuple(float(t) for t in thresholds)
     if not ts:
         raise ConfigError("thresholds: give at least one IoU threshold (e.g. 0.5 0.75 0.9)")
@@ -280,7 +345,9 @@ def _check_settings(thresholds: Sequence[float], boundary: int, resolve_gt: str 
     if boundary < 0:
         raise ConfigError(f"boundary: frame width must be >= 0 (0 = off), got {boundary}")
     if resolve_gt is not None and resolve_gt not in RESOLVE_RULES:
-        raise ConfigError(f"resolve_gt: unknown rule {resolve_gt!r}; choose one of {', '.join(RESOLVE_RULES)}")
+        raise ConfigError(
+            f"resolve_gt: unknown rule {resolve_gt!r}; choose one of {', '.join(RESOLVE_RULES)}"
+        )
     if min_pixels < 0:
         raise ConfigError(f"min_pixels must be >= 0, got {min_pixels}")
     if bootstrap < 0:
@@ -317,16 +384,23 @@ def evaluate(
     _check_pred_categories(pairs, {c for t in targets for c in pred_targets[t]})
     unpaired = [_label(g) for g, p in pairs if p is None]
     if unpaired and pred:
-        logger.warning("%d ground-truth image(s) have no entry in the predictions and count as images with no "
-                       "predicted instance: %s", len(unpaired), ", ".join(unpaired[:5]))
+        logger.warning(
+            "%d ground-truth image(s) have no entry in the predictions and count as images with no "
+            "predicted instance: %s",
+            len(unpaired),
+            ", ".join(unpaired[:5]),
+        )
 
     from tqdm import tqdm
 
     per_target: dict[str, list[ImageResult]] = {t: [] for t in targets}
     for g, p in tqdm(pairs, desc="evaluate", unit="image"):
         for t in targets:
-            per_target[t].append(evaluate_image(t, g, p, set(targets[t]), set(pred_targets[t]), ts, boundary,
-                                                resolve_gt, min_pixels))
+            per_target[t].append(
+                evaluate_image(
+                    t, g, p, set(targets[t]), set(pred_targets[t]), ts, boundary, resolve_gt, min_pixels
+                )
+            )
 
     results = {}
     for t, images in per_target.items():
@@ -334,10 +408,16 @@ def evaluate(
         counts = np.array([[[c.tp, c.fp, c.fn] for c in r.counts] for r in images], dtype=np.int64)
         counts = counts.reshape(len(images), len(ts), 3)
         results[t] = TargetResult(
-            name=t, gt_categories=tuple(targets[t]), pred_categories=tuple(pred_targets[t]), thresholds=ts,
-            images=tuple(images), pooled=tuple(pool(c) for c in by_threshold),
+            name=t,
+            gt_categories=tuple(targets[t]),
+            pred_categories=tuple(pred_targets[t]),
+            thresholds=ts,
+            images=tuple(images),
+            pooled=tuple(pool(c) for c in by_threshold),
             means=tuple(per_image_mean(c) for c in by_threshold),
-            intervals=tuple(bootstrap_intervals(counts, bootstrap, seed)) if bootstrap else tuple({} for _ in ts),
+            intervals=tuple(bootstrap_intervals(counts, bootstrap, seed))
+            if bootstrap
+            else tuple({} for _ in ts),
         )
     settings = {
         "thresholds": list(ts),
@@ -350,9 +430,14 @@ def evaluate(
         "empty_masks": EMPTY_NOTE,
         "aggregation": AGGREGATION_NOTE,
         "primary": "pooled",
-        "bootstrap": {"n": int(bootstrap), "seed": int(seed), "level": 0.95,
-                      "method": "percentile interval; images resampled with replacement (numpy default_rng(seed))"}
-        if bootstrap else None,
+        "bootstrap": {
+            "n": int(bootstrap),
+            "seed": int(seed),
+            "level": 0.95,
+            "method": "percentile interval; images resampled with replacement (numpy default_rng(seed))",
+        }
+        if bootstrap
+        else None,
         "pairing": key,
         "gt_images_without_predictions": unpaired,
         "targets": {t: {"gt": list(targets[t]), "pred": list(pred_targets[t])} for t in targets},
@@ -401,9 +486,11 @@ def check_rle(instance: Instance, where: str) -> None:
         return
     total = rle_string_total(rle["counts"], where)
     if total != instance.height * instance.width:
-        raise DataError(f"{where}: RLE runs cover {total} pixels but the image has {instance.height}x"
-                        f"{instance.width} = {instance.height * instance.width}; the mask is corrupt or belongs "
-                        "to another image size")
+        raise DataError(
+            f"{where}: RLE runs cover {total} pixels but the image has {instance.height}x"
+            f"{instance.width} = {instance.height * instance.width}; the mask is corrupt or belongs "
+            "to another image size"
+        )
 
 
 def load_coco_results(path: Path | str, gt: Sequence[Sample], categories: Mapping[int, str]) -> list[Sample]:
@@ -431,18 +518,28 @@ def load_coco_results(path: Path | str, gt: Sequence[Sample], categories: Mappin
             raise DataError(f"{where}: no 'segmentation' (box-only results cannot be scored by mask IoU)")
         sample = by_id.get(entry["image_id"])
         if sample is None:
-            raise DataError(f"{where}: image_id {entry['image_id']!r} is not an image of the ground truth "
-                            f"(ids {sorted(by_id)[:10]}{' ...' if len(by_id) > 10 else ''})")
+            raise DataError(
+                f"{where}: image_id {entry['image_id']!r} is not an image of the ground truth "
+                f"(ids {sorted(by_id)[:10]}{' ...' if len(by_id) > 10 else ''})"
+            )
         if entry["category_id"] not in categories:
-            raise DataError(f"{where}: unknown category_id {entry['category_id']!r}; ground-truth category ids: "
-                            f"{sorted(categories)}")
+            raise DataError(
+                f"{where}: unknown category_id {entry['category_id']!r}; ground-truth category ids: "
+                f"{sorted(categories)}"
+            )
         score = entry.get("score")
         if score is not None and (not isinstance(score, (int, float)) or not math.isfinite(score)):
             raise DataError(f"{where}: 'score' must be a finite number, got {score!r}")
         geometry = parse_segmentation(entry["segmentation"], where, sample.height, sample.width)
-        inst = Instance(category=categories[entry["category_id"]], height=sample.height, width=sample.width,
-                        order=len(per_image[entry["image_id"]]), score=None if score is None else float(score),
-                        source=where, **geometry)
+        inst = Instance(
+            category=categories[entry["category_id"]],
+            height=sample.height,
+            width=sample.width,
+            order=len(per_image[entry["image_id"]]),
+            score=None if score is None else float(score),
+            source=where,
+            **geometry,
+        )
         check_rle(inst, where)
         per_image[entry["image_id"]].append(inst)
     logger.info("%s: %d results on %d images", path, len(data), sum(bool(v) for v in per_image.values()))
@@ -487,33 +584,47 @@ def targets_for(
         from harness.dataset import load_dataset_config
 
         cfg = load_dataset_config(dataset_yaml)
-        matching = {name: part.targets for name, part in cfg.parts.items()
-                    if all(set(cats) <= gt_categories for cats in part.targets.values())}
+        matching = {
+            name: part.targets
+            for name, part in cfg.parts.items()
+            if all(set(cats) <= gt_categories for cats in part.targets.values())
+        }
         distinct = {json.dumps(t, sort_keys=True) for t in matching.values()}
         if not matching:
-            raise ConfigError(f"{dataset_yaml}: no part's targets fit the ground-truth categories "
-                              f"{sorted(gt_categories)}; parts: "
-                              + "; ".join(f"{n}: {sorted({c for cs in p.targets.values() for c in cs})}"
-                                          for n, p in cfg.parts.items()))
+            raise ConfigError(
+                f"{dataset_yaml}: no part's targets fit the ground-truth categories "
+                f"{sorted(gt_categories)}; parts: "
+                + "; ".join(
+                    f"{n}: {sorted({c for cs in p.targets.values() for c in cs})}"
+                    for n, p in cfg.parts.items()
+                )
+            )
         if len(distinct) > 1:
-            raise ConfigError(f"{dataset_yaml}: parts {', '.join(matching)} all fit the ground truth with "
-                              "different targets; give a dataset YAML with one matching part")
+            raise ConfigError(
+                f"{dataset_yaml}: parts {', '.join(matching)} all fit the ground truth with "
+                "different targets; give a dataset YAML with one matching part"
+            )
         targets = {t: tuple(c) for t, c in next(iter(matching.values())).items()}
     if pred_categories is None:
         return targets, None, {}
     pred_targets: dict[str, tuple[str, ...]] = {}
     skipped: dict[str, str] = {}
     for t, cats in targets.items():
-        names = tuple(sorted(n for n in pred_categories
-                             if n in cats or (n in targets and set(targets[n]) <= set(cats))))
+        names = tuple(
+            sorted(n for n in pred_categories if n in cats or (n in targets and set(targets[n]) <= set(cats)))
+        )
         if names:
             pred_targets[t] = names
         else:
-            skipped[t] = (f"the prediction file declares no category for target {t!r} (its categories: "
-                          f"{sorted(pred_categories)}; target uses {list(cats)})")
+            skipped[t] = (
+                f"the prediction file declares no category for target {t!r} (its categories: "
+                f"{sorted(pred_categories)}; target uses {list(cats)})"
+            )
     if not pred_targets:
-        raise DataError(f"no prediction category fits any target: prediction categories {sorted(pred_categories)}, "
-                        f"targets {dict(targets)}; pass --targets with the dataset YAML that names them")
+        raise DataError(
+            f"no prediction category fits any target: prediction categories {sorted(pred_categories)}, "
+            f"targets {dict(targets)}; pass --targets with the dataset YAML that names them"
+        )
     return {t: targets[t] for t in pred_targets}, pred_targets, skipped
 
 

@@ -72,8 +72,10 @@ class InstanceSet:
             np.array(shapes, dtype=np.int64).reshape(len(crops), 2), boxes[:, 2:] - boxes[:, :2]
         ):
             k = next(k for k, c in enumerate(crops) if c.shape != tuple(boxes[k, 2:] - boxes[k, :2]))
-            raise ValueError(f"{what} {k}: crop shape {crops[k].shape} does not match its bbox "
-                             f"{tuple(int(v) for v in boxes[k])}")
+            raise ValueError(
+                f"{what} {k}: crop shape {crops[k].shape} does not match its bbox "
+                f"{tuple(int(v) for v in boxes[k])}"
+            )
         areas = np.fromiter((np.count_nonzero(c) for c in crops), dtype=np.int64, count=len(crops))
         return cls(boxes=boxes, areas=areas, crops=crops)
 
@@ -123,9 +125,14 @@ def iou_matrix(
     g_off = np.concatenate([lo - gb[:, :2], hi - gb[:, :2]], axis=1).tolist()
     p_off = np.concatenate([lo - pb[:, :2], hi - pb[:, :2]], axis=1).tolist()
     inter = np.fromiter(
-        (np.count_nonzero(g.crops[i][a0:a2, a1:a3] & p.crops[j][b0:b2, b1:b3])
-         for i, j, (a0, a1, a2, a3), (b0, b1, b2, b3) in zip(rows.tolist(), cols.tolist(), g_off, p_off)),
-        dtype=np.int64, count=rows.size,
+        (
+            np.count_nonzero(g.crops[i][a0:a2, a1:a3] & p.crops[j][b0:b2, b1:b3])
+            for i, j, (a0, a1, a2, a3), (b0, b1, b2, b3) in zip(
+                rows.tolist(), cols.tolist(), g_off, p_off, strict=True
+            )
+        ),
+        dtype=np.int64,
+        count=rows.size,
     )
     union = ga + pa - inter
     iou[rows, cols] = np.divide(inter, union, out=np.zeros(rows.size), where=union > 0)
@@ -214,6 +221,6 @@ def split_boundary(
 ) -> tuple[list[Masked], list[Masked]]:
     """``(kept, dropped)``: instances away from / touching the outer frame (see `touches_frame`)."""
     touch = touches_frame(boxes_of(instances), height, width, frame)
-    kept = [inst for inst, t in zip(instances, touch) if not t]
-    dropped = [inst for inst, t in zip(instances, touch) if t]
+    kept = [inst for inst, t in zip(instances, touch, strict=True) if not t]
+    dropped = [inst for inst, t in zip(instances, touch, strict=True) if t]
     return kept, dropped

@@ -123,8 +123,15 @@ class PerImageMean:
     ap: float | None
 
     def to_dict(self) -> dict[str, float | None]:
-        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision, "recall": self.recall,
-                "f1": self.f1, "ap": self.ap}
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "ap": self.ap,
+        }
 
 
 def per_image_mean(per_image: Sequence[Counts]) -> PerImageMean:
@@ -138,10 +145,15 @@ def per_image_mean(per_image: Sequence[Counts]) -> PerImageMean:
         return float(np.mean(values))
 
     return PerImageMean(
-        n_scored=len(scored), n_empty=n_empty,
-        tp=mean([c.tp for c in scored]), fp=mean([c.fp for c in scored]), fn=mean([c.fn for c in scored]),
-        precision=mean([c.precision for c in scored]), recall=mean([c.recall for c in scored]),
-        f1=mean([c.f1 for c in scored]), ap=mean([c.ap for c in scored]),
+        n_scored=len(scored),
+        n_empty=n_empty,
+        tp=mean([c.tp for c in scored]),
+        fp=mean([c.fp for c in scored]),
+        fn=mean([c.fn for c in scored]),
+        precision=mean([c.precision for c in scored]),
+        recall=mean([c.recall for c in scored]),
+        f1=mean([c.f1 for c in scored]),
+        ap=mean([c.ap for c in scored]),
     )
 
 
@@ -158,8 +170,12 @@ def _scores_from_arrays(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[
         np.divide(num, den, out=out, where=ok)
         return out
 
-    return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "f1": ratio(2 * tp, 2 * tp + fp + fn),
-            "ap": ratio(tp, tp + fp + fn)}
+    return {
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "ap": ratio(tp, tp + fp + fn),
+    }
 
 
 def bootstrap_intervals(
@@ -185,6 +201,10 @@ def bootstrap_intervals(
     out = []
     for t in range(n_thr):
         scores = _scores_from_arrays(sums[:, t, 0], sums[:, t, 1], sums[:, t, 2])
-        out.append({name: (float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail)))
-                    for name, values in scores.items()})
+        out.append(
+            {
+                name: (float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail)))
+                for name, values in scores.items()
+            }
+        )
     return out

@@ -59,7 +59,7 @@ def jitter(rng: np.random.Generator, labels: np.ndarray, ids: np.ndarray) -> np.
         ys, xs = np.nonzero(labels == v)
         ys, xs = np.clip(ys + dy, 0, labels.shape[0] - 1), np.clip(xs + dx, 0, labels.shape[1] - 1)
         out[ys, xs] = ids[n]
-    extra = paint(rng, labels.shape, int(rng.integers(0, 4)), ids[len(present):])
+    extra = paint(rng, labels.shape, int(rng.integers(0, 4)), ids[len(present) :])
     out[extra > 0] = extra[extra > 0]
     return out
 
@@ -80,11 +80,12 @@ def test_identical_counts_to_cellpose_on_random_label_maps() -> None:
         truths.append(truth)
         preds.append(pred)
     sequential = [relabel_sequential(m)[0] for m in (*truths, *preds)]
-    _, tp, fp, fn = cp_metrics.average_precision(sequential[: len(truths)], sequential[len(truths):],
-                                                 threshold=THRESHOLDS)
+    _, tp, fp, fn = cp_metrics.average_precision(
+        sequential[: len(truths)], sequential[len(truths) :], threshold=THRESHOLDS
+    )
 
     total_tp = 0
-    for n, (truth, pred) in enumerate(zip(truths, preds)):
+    for n, (truth, pred) in enumerate(zip(truths, preds, strict=True)):
         gt_inst, pred_inst = instances_from_labels(truth), instances_from_labels(pred)
         tps = true_positives(iou_matrix(gt_inst, pred_inst), THRESHOLDS)
         ours = [Counts.from_matching(t, len(gt_inst), len(pred_inst)) for t in tps]

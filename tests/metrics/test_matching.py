@@ -63,7 +63,7 @@ def test_hungarian_beats_greedy_when_one_prediction_overlaps_two_gt() -> None:
     assert greedy_tp(iou, 0.5) == 1  # p1-g1 first, then p2's only partner g1 is taken
     m = match(iou, 0.5)
     assert m.tp == 2
-    assert sorted(zip(m.gt.tolist(), m.pred.tolist())) == [(0, 1), (1, 0)]  # g1-p2, g2-p1
+    assert sorted(zip(m.gt.tolist(), m.pred.tolist(), strict=True)) == [(0, 1), (1, 0)]  # g1-p2, g2-p1
     assert true_positives(iou, [0.5, 0.75, 0.9, 0.95]) == [2, 1, 1, 0]  # 0.9048 >= 0.9 > 0.7391
 
 
@@ -105,7 +105,10 @@ def test_disjoint_boxes_are_not_candidates_and_touching_edges_do_not_overlap() -
     boxes_g = np.array([[0, 0, 5, 5], [10, 10, 20, 20]])
     boxes_p = np.array([[5, 0, 8, 5], [0, 4, 5, 9], [12, 12, 13, 13]])
     rows, cols = candidate_pairs(boxes_g, boxes_p)
-    assert list(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 2)]  # [5,..) starts where [..,5) ends
+    assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == [
+        (0, 1),
+        (1, 2),
+    ]  # [5,..) starts where [..,5) ends
 
 
 def test_empty_sets() -> None:
@@ -128,7 +131,7 @@ def test_hungarian_uses_total_iou_to_break_ties() -> None:
     iou = np.array([[0.9, 0.6], [0.6, 0.55]])
     m = match(iou, 0.5)
     assert m.tp == 2
-    assert sorted(zip(m.gt.tolist(), m.pred.tolist())) == [(0, 0), (1, 1)]  # 1.45 > 1.2
+    assert sorted(zip(m.gt.tolist(), m.pred.tolist(), strict=True)) == [(0, 0), (1, 1)]  # 1.45 > 1.2
 
 
 # --------------------------------------------------------------------------------------------- boundary

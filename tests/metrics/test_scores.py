@@ -23,7 +23,15 @@ def test_scores_by_hand() -> None:
     assert c.recall == 0.6
     assert c.f1 == pytest.approx(6 / 9, abs=1e-15)
     assert c.ap == 0.5
-    assert c.to_dict() == {"tp": 3, "fp": 1, "fn": 2, "precision": 0.75, "recall": 0.6, "f1": 6 / 9, "ap": 0.5}
+    assert c.to_dict() == {
+        "tp": 3,
+        "fp": 1,
+        "fn": 2,
+        "precision": 0.75,
+        "recall": 0.6,
+        "f1": 6 / 9,
+        "ap": 0.5,
+    }
 
 
 def test_from_matching() -> None:
