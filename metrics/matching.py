@@ -119,8 +119,11 @@ def iou_matrix(
     ga, pa = g.areas[rows], p.areas[cols]
     if min_iou > 0:
         bound = np.minimum(np.prod(hi - lo, axis=1), np.minimum(ga, pa))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            possible = bound >= min_iou * (ga + pa - bound)
+        # The same float division as the IoU below: division is monotone, so no true pair at the
+        # threshold is lost to rounding.
+        denom = ga + pa - bound
+        upper = np.divide(bound, denom, out=np.zeros(bound.size), where=denom > 0)
+        possible = upper >= min_iou
         rows, cols, gb, pb, lo, hi, ga, pa = (a[possible] for a in (rows, cols, gb, pb, lo, hi, ga, pa))
     g_off = np.concatenate([lo - gb[:, :2], hi - gb[:, :2]], axis=1).tolist()
     p_off = np.concatenate([lo - pb[:, :2], hi - pb[:, :2]], axis=1).tolist()

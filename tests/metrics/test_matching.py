@@ -181,3 +181,13 @@ def test_boundary_rule_equals_neurips_label_map_rule() -> None:
     assert kept_ids == expected_kept
     assert len(kept) + len(dropped) == len(present)
     assert 0 < len(dropped) < len(present)
+
+
+def test_min_iou_pruning_keeps_pairs_at_the_threshold() -> None:
+    gt = [rect(0, 0, 1, 10), rect(5, 0, 15, 10)]
+    pred = [rect(0, 1, 1, 10), rect(14, 9, 20, 20)]  # 9/10 exactly; a corner touch (1 px of 165)
+    full = iou_matrix(gt, pred)
+    assert full[0, 0] == 9 / 10 and full[1, 1] == 1 / 165
+    pruned = iou_matrix(gt, pred, min_iou=0.9)
+    assert pruned[0, 0] == 9 / 10 and pruned[1, 1] == 0.0  # cannot reach 0.9: never intersected
+    assert true_positives(pruned, [0.9]) == true_positives(full, [0.9]) == [1]
