@@ -288,6 +288,7 @@ def morphology_figure(groups: Mapping[str, Sequence[Shape]], title: str, columns
     ax.set_xlabel("area (px, log scale)")
     ax.set_ylabel("instances")
     ax.set_title("area distribution", fontsize=10)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # head room for the legend
     ax.legend(fontsize=7, loc="upper left")
 
     ref = groups[labels[0]] if labels else []
@@ -905,7 +906,8 @@ def write_comparisons(rows: Sequence[dict[str, Any]], notes: Sequence[str], out_
     md = ("## Paired comparison: F1@0.5 difference on the same images\n\nPercentage points; 95% percentile "
           "bootstrap interval over images (images resampled with replacement, pooled F1 of both recomputed from "
           "per-image TP/FP/FN). An interval excluding 0 means the difference is unlikely to be image sampling "
-          "noise.\n\n" + markdown_table(display, COMPARE_COLUMNS))
+          "noise; with few images (the bundled sample has 2 test images) the interval is coarse. ΔF1 is computed "
+          "before rounding.\n\n" + markdown_table(display, COMPARE_COLUMNS))
     if notes:
         md += "\nNot compared:\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     csv_rows = [{**r, "95% CI": None, "CI lo": r["95% CI"][0] if r["95% CI"] else None,
