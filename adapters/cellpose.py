@@ -1,4 +1,4 @@
-"""CellPose 3 (cyto3 / nuclei): one single-class model per target, fine-tuned with ``cellpose.train.train_seg``.
+"""CellPose 3 (cyto3 / nuclei): one single-class model per target, fine-tuned with ``train_seg``.
 
 As in the paper, every target (cells, type A, type B, soma) is its own model: the harness hands over
 samples already filtered to one target. CellPose learns from non-overlapping label maps, so the
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MODEL_URL = "https://www.cellpose.org/models"
-_LICENCE = ("code BSD-3-Clause; weights trained partly on CC-BY-NC data (cellpose README): non-commercial use")
+_LICENCE = "code BSD-3-Clause; weights trained partly on CC-BY-NC data (cellpose README): non-commercial use"
 # sha256=None: cellpose publishes no checksums for its model files (cellpose 3.1.1.3 downloads them unchecked
 # in models.cache_model_path, and no digest is recorded in its code or docs); `c6bench weights fetch` prints
 # the digest it computes so it can be pinned here.
@@ -79,7 +79,7 @@ def _guarded_download(url: str, dst: str, progress: bool = True) -> None:  # noq
 
 
 def _cellpose() -> ModuleType:
-    """Import ``cellpose.models`` with its model folder pinned to an empty harness folder and downloads disabled."""
+    """Import ``cellpose.models`` with its model folder pinned to an empty folder and downloads disabled."""
     if "cellpose.models" not in sys.modules:
         home = cache_dir() / "cellpose-home"
         home.mkdir(parents=True, exist_ok=True)
@@ -102,15 +102,17 @@ def check_cellpose_file(path: Path) -> None:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
         raise ConfigError(
-            f"{path}: not a cellpose checkpoint (torch cannot read it as a plain state dict: {type(exc).__name__}); "
+            f"{path}: not a cellpose checkpoint (torch cannot read it as a plain state dict: "
+            f"{type(exc).__name__}); "
             "was it written by another adapter? Use the file that the cellpose adapter's train() returned"
         ) from exc
     if not isinstance(state, dict):
-        raise ConfigError(f"{path}: not a cellpose checkpoint (holds a {type(state).__name__}, not a state dict)")
+        kind = type(state).__name__
+        raise ConfigError(f"{path}: not a cellpose checkpoint (holds a {kind}, not a state dict)")
     if "W2" in state:
-        raise ConfigError(f"{path}: a Cellpose 4 (Cellpose-SAM) file; this adapter runs cellpose 3 models (cyto3)")
+        raise ConfigError(f"{path}: a Cellpose 4 (Cellpose-SAM) file; this adapter runs cellpose 3 models")
     missing = [key for key in (_CPNET_KEY,) if key not in state]
-    missing += [f"{prefix}*" for prefix in _CPNET_PREFIXES if not any(str(k).startswith(prefix) for k in state)]
+    missing += [f"{p}*" for p in _CPNET_PREFIXES if not any(str(k).startswith(p) for k in state)]
     if missing:
         raise ConfigError(
             f"{path}: not a cellpose checkpoint (state dict lacks {', '.join(missing)}; it has e.g. "
@@ -157,7 +159,8 @@ class CellposeAdapter(Adapter):
         """
         super().__init__(weights=weights, device=device)
         if label_rule not in LABEL_RULES:
-            raise ConfigError(f"model 'cellpose': label_rule {label_rule!r} is not one of {', '.join(LABEL_RULES)}")
+            raise ConfigError(f"model 'cellpose': label_rule {label_rule!r} is not one of "
+                              f"{', '.join(LABEL_RULES)}")
         if diameter is not None and not diameter > 0:
             raise ConfigError(f"model 'cellpose': diameter must be > 0 pixels or null, got {diameter!r}")
         if not 0.0 <= tile_overlap < 1.0:
@@ -184,7 +187,7 @@ class CellposeAdapter(Adapter):
         import torch
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but torch sees no CUDA device; use --device cpu")
+            raise ConfigError(f"device {self.device!r} requested but torch sees no CUDA device; use cpu")
         return torch.device(self.device)
 
     def model(self) -> Any:
@@ -238,7 +241,7 @@ class CellposeAdapter(Adapter):
         from cellpose import train as cp_train
 
         if epochs < 2:
-            raise ConfigError("cellpose training needs epochs >= 2 (cellpose's LR warm-up uses LR 0 in epoch 0)")
+            raise ConfigError("cellpose training needs epochs >= 2 (its LR warm-up uses LR 0 in epoch 0)")
         if bsize % 16:
             raise ConfigError(f"cellpose bsize must be a multiple of 16, got {bsize}")
         model = self.model()
@@ -259,7 +262,8 @@ class CellposeAdapter(Adapter):
                 save_every=int(save_every),
             )
         checkpoint = Path(filename)
-        logger.info("cellpose: final train loss %.4f; network saved to %s", float(train_losses[-1]), checkpoint)
+        logger.info("cellpose: final train loss %.4f; network saved to %s", float(train_losses[-1]),
+                    checkpoint)
         # Reload so this object predicts exactly like a fresh adapter that loads the file (train_seg updates
         # net.diam_labels, but not the model's own diam_labels that eval uses for rescaling).
         self.load(checkpoint)
@@ -268,10 +272,10 @@ class CellposeAdapter(Adapter):
     def _training_arrays(
         self, samples: Sequence[Sample], what: str, min_masks: int, required: bool = True
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Float32 grayscale images and priority-resolved 2-D int32 label maps (cellpose normalises itself)."""
+        """Float32 grayscale images and priority-resolved 2-D int32 label maps (cellpose normalises)."""
+        from harness.convert import label_map
         from tqdm import tqdm
 
-        from harness.convert import label_map
         from harness.data import to_gray
 
         images, labels, skipped = [], [], []
@@ -336,7 +340,7 @@ def instances_with_scores(masks: np.ndarray, cellprob: np.ndarray) -> list[Insta
         return []
     prob = 1.0 / (1.0 + np.exp(-np.clip(cellprob.astype(np.float64), -50.0, 50.0)))
     means = ndimage.mean(prob, labels=masks, index=ids)
-    scores = {int(k): float(v) for k, v in zip(ids, means)}
+    scores = {int(k): float(v) for k, v in zip(ids, means, strict=True)}
     try:
         from harness.convert import instances_from_label_map
     except ImportError:  # the data layer's converter has not landed yet

@@ -41,7 +41,7 @@ class Pair:
 
 
 def _gt_label_map(sample: Sample) -> np.ndarray:
-    """Painter's-order label map of the ground truth (a realistic model output for post-processing timings)."""
+    """Painter's-order label map of the ground truth (a realistic model output, for post-processing)."""
     labels = np.zeros((sample.height, sample.width), dtype=np.int32)
     for k, inst in enumerate(sample.instances, 1):
         y0, x0, y1, x1 = inst.bbox
@@ -57,7 +57,8 @@ def _cellpose_pair(image: np.ndarray, sample: Sample) -> Pair:
     model = adapter.model()  # the very same CellposeModel (random init) for both calls
     settings = dict(
         channels=[0, 0], diameter=adapter.diameter, flow_threshold=adapter.flow_threshold,
-        cellprob_threshold=adapter.cellprob_threshold, min_size=adapter.min_size, batch_size=adapter.batch_size,
+        cellprob_threshold=adapter.cellprob_threshold, min_size=adapter.min_size,
+        batch_size=adapter.batch_size,
         augment=adapter.augment, tile_overlap=adapter.tile_overlap, normalize=True,
     )
     gt = _gt_label_map(sample)
@@ -86,7 +87,7 @@ def _median_times(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    """Median adapter / direct predict times and their ratio per adapter, on one 1024x1022 sample test image."""
+    """Median adapter / direct predict times and their ratio per adapter, on one 1024x1022 test image."""
     samples, _ = load_coco(SAMPLE_TEST)
     sample = samples[0]
     image = sample.load_image()
@@ -99,7 +100,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         entry: dict[str, Any] = {key: round(value, 4) for key, value in medians.items()}
         entry["ratio"] = round(medians["adapter_s"] / medians["direct_s"], 4)
         for key in pair.extra:
-            entry[f"{key.removesuffix('_s')}_ratio"] = round((medians["direct_s"] + medians[key]) / medians["direct_s"], 4)
+            total = medians["direct_s"] + medians[key]
+            entry[f"{key.removesuffix('_s')}_ratio"] = round(total / medians["direct_s"], 4)
         entry.update(pair.notes)
         out[name] = entry
         logger.info("%s: %s", name, entry)

@@ -54,7 +54,8 @@ def table() -> dict[str, WeightSpec]:
         for spec in adapters.get(adapter_name).weights:
             if spec.name in out:
                 raise C6BenchError(f"weights name {spec.name!r} is declared by two adapters")
-            out[spec.name] = spec if spec.adapter else WeightSpec(**{**spec.__dict__, "adapter": adapter_name})
+            named = spec if spec.adapter else WeightSpec(**{**spec.__dict__, "adapter": adapter_name})
+            out[spec.name] = named
     return out
 
 
@@ -62,7 +63,8 @@ def spec(name: str) -> WeightSpec:
     """Look up a known weights name; unknown names fail listing the known ones."""
     known = table()
     if name not in known:
-        raise MissingWeightsError(f"unknown weights name {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+        raise MissingWeightsError(f"unknown weights name {name!r}; known: "
+                                  f"{', '.join(sorted(known)) or 'none'}")
     return known[name]
 
 
@@ -130,7 +132,8 @@ def fetch(name: str, force: bool = False) -> Path:
     partial = target.with_name(target.name + ".part")
     logger.info("downloading %s from %s", name, entry.url)
     try:
-        with urllib.request.urlopen(entry.url, timeout=FETCH_TIMEOUT_S) as response, partial.open("wb") as out:
+        with (urllib.request.urlopen(entry.url, timeout=FETCH_TIMEOUT_S) as response,
+              partial.open("wb") as out):
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=entry.file) as bar:
                 while block := response.read(1 << 20):
@@ -146,11 +149,12 @@ def fetch(name: str, force: bool = False) -> Path:
     if entry.sha256 is not None and actual != entry.sha256:
         partial.unlink(missing_ok=True)
         raise C6BenchError(
-            f"the file downloaded from {entry.url} has sha256 {actual}, but {entry.sha256} is recorded for weights "
-            f"{name}; it was not saved. The upstream file changed or the download was tampered with"
+            f"the file downloaded from {entry.url} has sha256 {actual}, but {entry.sha256} is recorded for "
+            f"weights {name}; it was not saved. The upstream file changed or the download was tampered with"
         )
     if entry.sha256 is None:
-        logger.warning("no sha256 recorded for %s; computed %s (pin it in the adapter's WeightSpec)", name, actual)
+        logger.warning("no sha256 recorded for %s; computed %s (pin it in the adapter's WeightSpec)", name,
+                       actual)
     partial.replace(target)
     logger.info("weights %s saved to %s", name, target)
     return target

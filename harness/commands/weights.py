@@ -1,4 +1,4 @@
-"""`c6bench weights list|fetch NAME|path NAME`: the known pretrained weights and the only way to download them.
+"""`c6bench weights list|fetch NAME|path NAME`: the known pretrained weights, the only way to download them.
 
 Nothing else in the harness touches the network for weights: a run that needs a missing file stops with the
 exact `c6bench weights fetch NAME` command (see `harness.weights.resolve`).
@@ -13,9 +13,9 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("weights", help="list, fetch or locate known pretrained weights")
     actions = parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="known weights, their licence and whether they are in the cache")
+    listing = actions.add_parser("list", help="known weights, their licence, whether they are in the cache")
     listing.set_defaults(func=run_list)
-    fetch = actions.add_parser("fetch", help="download NAME into the cache and verify its sha256 (needs network)")
+    fetch = actions.add_parser("fetch", help="download NAME into the cache, verify its sha256 (network)")
     fetch.add_argument("name", help="a known weights name (see `c6bench weights list`)")
     fetch.add_argument("--force", action="store_true", help="download again even if the file is present")
     fetch.set_defaults(func=run_fetch)
@@ -35,7 +35,8 @@ def run_list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"cache dir: {cache}  (set {weights.CACHE_ENV} to change it)"]
     for row in rows:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
+        cells = (cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        lines.append("  ".join(cells) + "  " + row[4])
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -1,4 +1,4 @@
-"""CellPose adapter on real sample crops with randomly initialised networks (no pretrained weights exist here).
+"""CellPose adapter on real sample crops with randomly initialised networks (no pretrained weights here).
 
 Covers: a 2-epoch train + predict + load round trip, zero-shot through the real weights-loading path (a
 random network saved in cellpose's own format under the cyto3 file name), missing weights, a wrong path that
@@ -75,7 +75,8 @@ def paint(instances: list[Instance], shape: tuple[int, int]) -> np.ndarray:
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     """Two label maps describe the same instances (labels may be numbered differently)."""
     pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
-    return (a > 0).sum() == (b > 0).sum() and len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+    same_foreground = (a > 0).sum() == (b > 0).sum()
+    return same_foreground and len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
 
 
 def test_registered_with_its_traits_and_weights() -> None:
@@ -120,7 +121,7 @@ def test_train_predict_load_round_trip(train_sample: Sample, tmp_path: Path) -> 
 
 
 def test_zero_shot_through_the_real_loading_path(train_sample: Sample, own_weights_cache: Path) -> None:
-    """A cellpose-format file under the cyto3 name is found by name and predicts exactly like cellpose itself."""
+    """A cellpose-format file under the cyto3 name is found by name and predicts exactly like cellpose."""
     from adapters.cellpose import CellposeAdapter, _cellpose
     from harness import weights
 
@@ -145,7 +146,7 @@ def test_zero_shot_through_the_real_loading_path(train_sample: Sample, own_weigh
 
 
 def test_nuclei_file_without_diameter_keys_loads_as_cellpose_builtin_nuclei() -> None:
-    """Older built-in files may lack diam_mean/diam_labels; cellpose then uses 17 px for a file named nucleitorch_0."""
+    """Older built-in files may lack diam_mean/diam_labels; cellpose uses 17 px for a nucleitorch_0 file."""
     import torch
 
     from adapters.cellpose import CellposeAdapter, _cellpose
@@ -195,12 +196,13 @@ def test_foreign_checkpoints_are_rejected(tmp_path: Path) -> None:
 
     adapter = CellposeAdapter()
     yolo_like = tmp_path / "best.pt"
-    torch.save({"model": torch.nn.Linear(2, 2), "epoch": 3}, yolo_like)  # a pickled module, as ultralytics saves
+    torch.save({"model": torch.nn.Linear(2, 2), "epoch": 3}, yolo_like)  # a pickled module, like ultralytics
     with pytest.raises(ConfigError, match="best.pt: not a cellpose checkpoint .*another adapter"):
         adapter.load(yolo_like)
     other_net = tmp_path / "mediar.pth"
     torch.save(torch.nn.Conv2d(3, 8, 3).state_dict(), other_net)
-    with pytest.raises(ConfigError, match=r"lacks output.2.weight, downsample.\*, upsample.\*; it has e.g. weight, bias"):
+    expected = r"lacks output.2.weight, downsample.\*, upsample.\*; it has e.g. weight, bias"
+    with pytest.raises(ConfigError, match=expected):
         adapter.load(other_net)
     text = tmp_path / "classical.json"
     text.write_text('{"sigma": 2}')

@@ -1,4 +1,4 @@
-"""Weights table, cache and the explicit `c6bench weights` commands (no network: file:// URLs and blocked sockets)."""
+"""Weights table, cache and the explicit `c6bench weights` commands (file:// URLs, sockets blocked)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ PAYLOAD = b"not really a network, but bytes all the same\n" * 100
 
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """A weights table with one entry served from a local file:// URL (right digest) and one with a wrong digest."""
+    """Weights served from a local file:// URL (right and wrong digest) and one unreachable URL."""
     monkeypatch.setenv("C6BENCH_WEIGHTS", str(tmp_path / "cache"))
     source = tmp_path / "upstream" / "tiny.bin"
     source.parent.mkdir()
@@ -29,8 +29,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]
     table = {
         "tiny": WeightSpec("tiny", "tiny.bin", source.as_uri(), digest, "MIT", adapter="test"),
         "tampered": WeightSpec("tampered", "tampered.bin", source.as_uri(), "0" * 64, "MIT", adapter="test"),
-        "offline": WeightSpec("offline", "offline.bin", "https://weights.example.org/offline.bin", None, "MIT",
-                              adapter="test"),
+        "offline": WeightSpec("offline", "offline.bin", "https://weights.example.org/offline.bin", None,
+                              "MIT", adapter="test"),
     }
     monkeypatch.setattr(weights, "table", lambda: table)
     return {"digest": digest, "table": table}
