@@ -161,8 +161,24 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
-def check_mediar_file(path: Path) -> None:
-    """Cheap check that `path` holds a MEDIAR-Former state dict (the strict check happens when it is loaded)."""
+def encoder_of(state: dict[str, Any]) -> str | None:
+    """Which mit encoder a MEDIAR-Former state dict was built with (embedding width + blocks per stage)."""
+    from segmentation_models_pytorch.encoders.mix_transformer import mix_transformer_encoders
+
+    embed = state.get("encoder.patch_embed1.proj.weight")
+    if embed is None:
+        return None
+    depths = [len({key.split(".")[2] for key in state if key.startswith(f"encoder.block{stage}.")})
+              for stage in range(1, 5)]
+    for name, entry in mix_transformer_encoders.items():
+        params = entry["params"]
+        if name in ENCODERS and params["embed_dims"][0] == embed.shape[0] and list(params["depths"]) == depths:
+            return name
+    return None
+
+
+def check_mediar_file(path: Path, encoder: str) -> None:
+    """Cheap check that `path` holds a MEDIAR-Former state dict for `encoder` (strict check when loaded)."""
     state = read_state_dict(path)
     missing = [key for key in _SIGNATURE_KEYS if key not in state]
     if missing:
@@ -170,6 +186,10 @@ def check_mediar_file(path: Path) -> None:
             f"{path}: not a MEDIAR-Former checkpoint (state dict lacks {', '.join(missing)}; it has e.g. "
             f"{', '.join(list(state)[:3]) or 'no keys'}); was it written by another adapter?"
         )
+    found = encoder_of(state)
+    if found != encoder:
+        raise ConfigError(f"{path}: a MEDIAR-Former with a {found or 'non-mit'} encoder, but params.encoder is "
+                          f"{encoder}; set encoder: {found} to use it (MEDIAR's released weights are mit_b5)")
 
 
 def load_strict(net: Any, state: dict[str, Any], source: str) -> None:
@@ -499,13 +519,13 @@ class MediarAdapter(Adapter):
         self.min_pixels = int(min_pixels)
         self.weights_path: Path | None = resolve(weights) if weights else None
         if self.weights_path is not None:
-            check_mediar_file(self.weights_path)
+            check_mediar_file(self.weights_path, encoder)
         self.ensemble_path: Path | None = None
         if ensemble_with:
             if self.weights_path is None:
                 raise ConfigError("model 'mediar': ensemble_with needs weights to ensemble with (weights is None)")
             self.ensemble_path = resolve(ensemble_with)
-            check_mediar_file(self.ensemble_path)
+            check_mediar_file(self.ensemble_path, encoder)
         self._nets: list[Any] | None = None
 
     # ------------------------------------------------------------------ networks

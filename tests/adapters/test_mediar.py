@@ -224,7 +224,10 @@ def test_renamed_or_reshaped_keys_are_rejected_naming_them(tmp_path: Path) -> No
     assert adapter.weights_path == good  # nothing was swapped in by a failed load
 
     with pytest.raises(ConfigError, match="lacks cellprob_head.3.weight"):
-        MediarAdapter(weights=str(bad), encoder=ENCODER)  # the cheap check at construction
+        MediarAdapter(weights=str(bad), encoder=ENCODER)  # the cheap checks at construction
+    with pytest.raises(ConfigError, match="good.pth: a MEDIAR-Former with a mit_b0 encoder, but params.encoder is "
+                                          "mit_b5; set encoder: mit_b0"):
+        MediarAdapter(weights=str(good))
     other = save_like_mediar_state(torch.nn.Conv2d(3, 8, 3).state_dict(), tmp_path / "cellpose_net")
     with pytest.raises(ConfigError, match="lacks encoder.patch_embed1.proj.weight.*it has e.g. weight, bias"):
         MediarAdapter(weights=str(other))
