@@ -386,7 +386,8 @@ class CellSeg1Adapter(Adapter):
         image_size: int = 512,
         lora_rank: int = 4,
         lora_dropout: float = 0.1,
-        train_scope: str = "lora",
+        scratch_variant: str | None = None,
+        train_scope: str = "auto",
         points_per_side: int = 32,
         points_per_batch: int = 64,
         crop_n_layers: int = 1,
@@ -403,18 +404,24 @@ class CellSeg1Adapter(Adapter):
         """Args (beyond the harness's `weights`/`device`):
         variant: vit_b / vit_l / vit_h (SAM weights) or small / tiny (random init only, CPU profiles, tests).
         image_size: model input size (CellSeg1: 512); SAM checkpoints are resized to it.
-        train_scope: ``lora`` (the method: only LoRA trains) or ``all`` (every weight trains; for random init,
-            where frozen random features would make LoRA meaningless; the checkpoint then holds everything).
+        scratch_variant: the variant built when there are no weights (random init); None = `variant`.
+            Lets a CPU profile use SAM ViT-B when its weights are cached and a small net when they are not.
+        train_scope: ``lora`` (the method: only LoRA trains), ``all`` (every weight trains; the checkpoint
+            then holds everything) or ``auto``: lora on SAM weights, all on a random base (frozen random
+            features would make LoRA meaningless).
         pred_iou_thresh: predicted-IoU ("cell probability") cut; None = the value picked on the validation
             split by `train` (0.8, CellSeg1's default, before training).
         """
         super().__init__(weights=weights, device=device)
-        if variant not in VARIANTS:
-            raise ConfigError(f"cellseg1: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        if train_scope not in ("lora", "all"):
-            raise ConfigError(f"cellseg1: train_scope must be 'lora' or 'all', not {train_scope!r}")
-        self.variant, self.image_size = variant, int(image_size)
-        self.lora_rank, self.lora_dropout, self.train_scope = int(lora_rank), float(lora_dropout), train_scope
+        for v in (variant, scratch_variant or variant):
+            if v not in VARIANTS:
+                raise ConfigError(f"cellseg1: unknown variant {v!r}; choose one of {', '.join(VARIANTS)}")
+        if train_scope not in ("auto", "lora", "all"):
+            raise ConfigError(f"cellseg1: train_scope must be 'auto', 'lora' or 'all', not {train_scope!r}")
+        self._variants = {"pretrained": variant, "scratch": scratch_variant or variant}
+        self._scope = train_scope
+        self.image_size = int(image_size)
+        self.lora_rank, self.lora_dropout = int(lora_rank), float(lora_dropout)
         self.points_per_side, self.points_per_batch = int(points_per_side), int(points_per_batch)
         self.crop_n_layers, self.crop_overlap_ratio = int(crop_n_layers), float(crop_overlap_ratio)
         self.pred_iou_thresh = pred_iou_thresh
@@ -429,12 +436,23 @@ class CellSeg1Adapter(Adapter):
         if weights is not None:
             from harness.weights import resolve
 
-            self.weights_path = resolve(weights)  # MissingWeightsError names the fetch command
-            self.base_weights = str(weights)
             if weights in SAM_WEIGHTS and SAM_WEIGHTS[weights] != variant:
                 raise ConfigError(f"cellseg1: weights {weights} are SAM {SAM_WEIGHTS[weights]} but variant is "
                                   f"{variant}; set params.variant: {SAM_WEIGHTS[weights]}")
+            self.weights_path = resolve(weights)  # MissingWeightsError names the fetch command
+            self.base_weights = str(weights)
         self._model: nn.Module | None = None
+
+    @property
+    def variant(self) -> str:
+        """The variant actually built: `variant` on weights, `scratch_variant` on a random base."""
+        return self._variants["pretrained" if self.weights_path is not None else "scratch"]
+
+    @property
+    def train_scope(self) -> str:
+        if self._scope != "auto":
+            return self._scope
+        return "lora" if self.weights_path is not None else "all"
 
     # ------------------------------------------------------------------ model construction
 
@@ -688,16 +706,17 @@ class CellSeg1Adapter(Adapter):
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
             raise MissingWeightsError(f"{path} is not a cellseg1 checkpoint of this harness ({CHECKPOINT_FORMAT})")
-        for key in ("variant", "image_size", "lora_rank", "train_scope"):
-            if blob[key] != getattr(self, key):
-                raise ConfigError(f"{path}: checkpoint has {key}={blob[key]!r}, the adapter {getattr(self, key)!r}; "
-                                  f"use the params the model was trained with")
-        if blob["base_weights"] is not None and blob["train_scope"] == "lora":
+        if blob["base_weights"] is not None:  # the base the checkpoint was trained on, whatever we were given
             from harness.weights import resolve
 
             self.weights_path, self.base_weights = resolve(blob["base_weights"]), blob["base_weights"]
-        elif blob["train_scope"] == "lora":
+        else:
             self.weights_path, self.base_weights = None, None
+        for key in ("variant", "image_size", "lora_rank", "train_scope"):
+            mine = getattr(self, key)
+            if blob[key] != mine:
+                raise ConfigError(f"{path}: checkpoint has {key}={blob[key]!r}, the adapter {mine!r}; "
+                                  f"use the params the model was trained with")
         self._model = self._build(self.weights_path)
         if blob["train_scope"] == "lora" and blob["base_fingerprint"] is not None and \
                 not math.isclose(blob["base_fingerprint"], self._base_fingerprint, rel_tol=1e-9, abs_tol=1e-9):

@@ -22,7 +22,7 @@ pytest.importorskip("segment_anything")
 from adapters.cellseg1 import Candidate, build_sam, is_lora_key, mask_iou_nms, resize_sam_state  # noqa: E402
 
 SIZE = 128
-TINY = dict(variant="tiny", image_size=SIZE, points_per_side=6, crop_n_layers=0, pred_iou_thresh=-1.0,
+TINY = dict(variant="tiny", image_size=SIZE, train_scope="lora", points_per_side=6, crop_n_layers=0, pred_iou_thresh=-1.0,
             stability_score_thresh=0.0, max_mask_region_area_ratio=1.0, min_mask_region_area=1)
 SCHEDULE = dict(epochs=1, batch_size=2, grad_accumulation=1, samples_per_epoch=2, resize_size=SIZE, tile_size=SIZE,
                 min_cell_area=5, edge_distance=2, threshold_grid=(0.0, 0.5))
@@ -154,6 +154,18 @@ def test_mask_iou_nms_suppresses_by_mask_not_box() -> None:
     # ring 64 px, half 50 px, overlap 32 → IoU 32/82 = 0.39; inner vs half 8/58 = 0.14; ring vs inner 0
     assert [c.iou for c in kept] == [0.9, 0.8]
     assert [c.iou for c in mask_iou_nms(cands, 0.5)] == [0.9, 0.8, 0.5]
+
+
+def test_random_base_trains_everything_by_default_and_uses_the_scratch_variant(tmp_path: Path) -> None:
+    cls = adapters.get("cellseg1")
+    adapter = cls(**{**TINY, "variant": "vit_b", "scratch_variant": "tiny", "train_scope": "auto"})
+    assert adapter.variant == "tiny" and adapter.train_scope == "all"
+    counts = adapter.parameter_counts()
+    assert counts["trainable"] == counts["total"]
+    ckpt = adapter.train([disk_sample(tmp_path)], [], tmp_path / "run", **SCHEDULE)
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert blob["variant"] == "tiny" and blob["train_scope"] == "all" and blob["pred_iou_thresh"] is None
+    assert sum(t.numel() for t in blob["trained"].values()) == counts["total"]
 
 
 def test_schema_and_missing_weights() -> None:
