@@ -602,8 +602,13 @@ class CellSeg1Adapter(Adapter):
 
     def _augment_tile(self, tile: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
                       prompt_args: dict[str, Any]) -> TileBatchItem:
-        """Flips + brightness/contrast, resize to the model size, then prompts from the label map."""
+        """Random zoom (crop 55-100 % of the tile side, like CellSeg1's RandomResizedCrop), flips,
+        brightness/contrast, resize to the model size, then prompts from the label map."""
         image, labels = tile
+        side = min(labels.shape)
+        c = max(8, round(side * rng.uniform(0.55, 1.0)))
+        y, x = rng.integers(labels.shape[0] - c + 1), rng.integers(labels.shape[1] - c + 1)
+        image, labels = image[y:y + c, x:x + c], labels[y:y + c, x:x + c]
         if rng.random() < 0.5:
             image, labels = image[:, ::-1], labels[:, ::-1]
         if rng.random() < 0.5:
