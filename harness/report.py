@@ -46,7 +46,7 @@ FULL_MAX_SIDE = 900  # max display size (px) of the full-image panel (integer do
 DPI = 100
 
 
-# ============================================================================================ overlays
+# ======================================================================================= overlays
 
 
 def _paste(layer: np.ndarray, region: Region, top: int, left: int, patch: np.ndarray) -> None:
@@ -204,7 +204,8 @@ def overlay_figure(
                                 ec=WINDOW_COLOR, lw=1.5, ls="--"))
     axes[0].set_title(f"full image ({w}×{h} px)", fontsize=10)
     axes[1].imshow(zoom, extent=(window[1], window[3], window[2], window[0]), interpolation="nearest")
-    axes[1].set_title(f"zoom x {window[1]}–{window[3]}, y {window[0]}–{window[2]} ({n_win} GT cells)", fontsize=10)
+    axes[1].set_title(f"zoom x {window[1]}–{window[3]}, y {window[0]}–{window[2]} ({n_win} GT cells)",
+                      fontsize=10)
     for ax in axes:
         ax.set_xlabel("x (px)")
         ax.set_ylabel("y (px)")
@@ -239,7 +240,9 @@ def contact_sheet(cells: Sequence[tuple[str, np.ndarray]], title: str, columns: 
     return fig
 
 
-def zoom_tile(image: np.ndarray, gt: Sequence[Instance], pred: Sequence[Instance], size_px: int = 320) -> np.ndarray:
+def zoom_tile(
+    image: np.ndarray, gt: Sequence[Instance], pred: Sequence[Instance], size_px: int = 320
+) -> np.ndarray:
     """The densest-window overlay of one image, resampled to about `size_px` on a side (for sheets)."""
     image8 = to_uint8(to_gray(image))
     h, w = image8.shape
@@ -250,7 +253,7 @@ def zoom_tile(image: np.ndarray, gt: Sequence[Instance], pred: Sequence[Instance
     return overlay_rgb(image8, gt, pred, window, down=down, up=up)
 
 
-# ============================================================================================ morphology
+# ======================================================================================= morphology
 
 
 GROUP_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -321,8 +324,9 @@ def size_rows(groups: Mapping[str, Sequence[Shape]], **keys: str) -> list[dict[s
     for label, items in groups.items():
         summary = summarize(_renamed(items, "all")).get("all")
         row: dict[str, Any] = {**keys, "source": label, "count": len(items)}
-        for measure, stat, digits in (("area", "mean", 1), ("area", "median", 1), ("equivalent_diameter", "mean", 1),
-                                      ("eccentricity", "mean", 3), ("solidity", "mean", 3)):
+        for measure, stat, digits in (("area", "mean", 1), ("area", "median", 1),
+                                      ("equivalent_diameter", "mean", 1), ("eccentricity", "mean", 3),
+                                      ("solidity", "mean", 3)):
             value = summary[measure][stat] if summary else math.nan
             row[f"{stat}_{measure}"] = None if math.isnan(value) else round(value, digits)
         rows.append(row)
@@ -335,7 +339,7 @@ def _renamed(items: Sequence[Shape], category: str) -> list[Shape]:
     return [replace(s, category=category) for s in items]
 
 
-# ============================================================================================ files
+# ======================================================================================= files
 
 
 def save_png(fig: Figure, path: Path) -> Path:
@@ -400,7 +404,7 @@ class Figures:
     morphology: list[tuple[str, Path]]
 
 
-# ============================================================================================ morphology files
+# ======================================================================================= morphology files
 
 
 @dataclass
@@ -427,7 +431,9 @@ def gt_shapes_by_category(samples: Sequence[Any]) -> dict[str, list[Shape]]:
     return {k: found[k] for k in sorted(found)}
 
 
-def write_morphology(sets: Sequence[MorphologySet], out_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, Path]]]:
+def write_morphology(
+    sets: Sequence[MorphologySet], out_dir: Path
+) -> tuple[list[dict[str, Any]], list[tuple[str, Path]]]:
     """One ``morphology_<slug>.png`` per set and the mean-size rows of all sets (written by the caller)."""
     from tqdm import tqdm
 
@@ -445,8 +451,9 @@ def write_size_tables(rows: Sequence[Mapping[str, Any]], out_dir: Path, stem: st
     import json
 
     columns = [c for c in SIZE_COLUMNS if any(c in r for r in rows)]
-    md = "# Instance sizes and shapes\n\nArea in pixels; eccentricity = short/long axis of the moment ellipse; " \
-         "solidity = area / convex-hull area (see `metrics/morphology.py`).\n\n" + markdown_table(rows, columns)
+    md = ("# Instance sizes and shapes\n\nArea in pixels; eccentricity = short/long axis of the moment "
+          "ellipse; solidity = area / convex-hull area (see `metrics/morphology.py`).\n\n"
+          + markdown_table(rows, columns))
     return [
         write_text(out_dir / f"{stem}.md", md),
         write_csv(out_dir / f"{stem}.csv", rows, columns),
@@ -460,7 +467,7 @@ def slugify(*parts: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "all"
 
 
-# ============================================================================================ paired bootstrap
+# ======================================================================================= paired bootstrap
 
 
 def pooled_f1(counts: np.ndarray) -> np.ndarray:
@@ -496,7 +503,7 @@ def paired_f1_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: 
     return out
 
 
-# ============================================================================================ runs on disk
+# ======================================================================================= runs on disk
 
 
 @dataclass(frozen=True)
@@ -575,7 +582,7 @@ def run_label(run_dir: Path) -> str:
 
 
 def prediction_morphology_sets(cfg: Any, runs: Sequence[Path]) -> list[MorphologySet]:
-    """Per target × subset found in the runs: GT shapes of those images next to each run/mode's predictions."""
+    """Per target × subset in the runs: GT shapes of those images next to each run/mode's predictions."""
     from tqdm import tqdm
 
     from metrics.morphology import shapes
@@ -588,16 +595,21 @@ def prediction_morphology_sets(cfg: Any, runs: Sequence[Path]) -> list[Morpholog
             gt = target_gt(cfg, key[1], key[0])
             found[key] = {"ground truth": shapes(i for s in gt for i in s.instances)}
         preds = load_predictions(pf.path)
-        found[key][f"{run_label(run)} {pf.mode}"] = shapes(i for s in preds.values() for i in s.instances)
+        label = f"{run_label(run)} {pf.mode}"
+        if label in found[key]:  # two runs of one model: tell them apart by run folder
+            label = f"{label} ({Path(run).name})"
+        found[key][label] = shapes(i for s in preds.values() for i in s.instances)
     return [
-        MorphologySet(title=f"{target} · {subset} · ground truth vs predictions", slug=slugify(target, subset),
-                      keys={"class": target, "subset": subset}, groups=groups)
+        MorphologySet(title=f"{target} · {subset} · ground truth vs predictions",
+                      slug=slugify(target, subset), keys={"class": target, "subset": subset}, groups=groups)
         for (target, subset), groups in sorted(found.items())
     ]
 
 
-def write_stats(cfg: Any, out_dir: Path, splits: Sequence[str] | None = None, runs: Sequence[Path] = ()) -> list[Path]:
-    """`c6bench stats`: GT morphology per class over `splits` (default all) and, per run, predictions vs GT."""
+def write_stats(
+    cfg: Any, out_dir: Path, splits: Sequence[str] | None = None, runs: Sequence[Path] = ()
+) -> list[Path]:
+    """`c6bench stats`: GT morphology per class over `splits` (default all), per run predictions vs GT."""
     from harness.dataset import load_split
 
     out_dir = Path(out_dir)
@@ -613,10 +625,11 @@ def write_stats(cfg: Any, out_dir: Path, splits: Sequence[str] | None = None, ru
     return [*write_size_tables(rows, out_dir), *(p for _, p in figures)]
 
 
-# ============================================================================================ tables
+# ======================================================================================= tables
 
 #: The two ground-truth modes of the paper: overlapping polygons (Table 2) and priority-resolved (Table 4).
-GT_MODES = {"overlap": "Table 2 — overlapping ground truth", "resolved": "Table 4 — priority-resolved ground truth"}
+GT_MODES = {"overlap": "Table 2 — overlapping ground truth",
+            "resolved": "Table 4 — priority-resolved ground truth"}
 TABLE_NUMBER = {"overlap": "table2", "resolved": "table4"}
 #: Score columns: (column name, threshold, score key in the pooled counts).
 SCORES = (("P@0.5", "0.5", "precision"), ("R@0.5", "0.5", "recall"), ("F1@0.5", "0.5", "f1"),
@@ -667,6 +680,10 @@ def table_rows(rows: Sequence[ResultRow], gt_mode: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda x: (x["target"], x["subset"], x["model"], x["mode"]))
 
 
+def _ci_text(ci: Sequence[float] | None) -> str | None:
+    return None if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
 def _with_ci(value: float | None, ci: list[float] | None) -> str | None:
     if value is None:
         return None
@@ -675,17 +692,19 @@ def _with_ci(value: float | None, ci: list[float] | None) -> str | None:
 
 def missing_lines(rows: Sequence[ResultRow]) -> list[str]:
     """One line per row that has no numbers (skipped/failed), with its reason."""
-    return [f"{r.model} · {r.mode} · {r.target} · {r.subset}: {r.status}" + (f" — {r.reason}" if r.reason else "")
-            for r in sorted(rows, key=lambda x: (x.model, x.mode, x.target, x.subset)) if r.status != "ok"]
+    ordered = sorted(rows, key=lambda x: (x.model, x.mode, x.target, x.subset))
+    return [f"{r.model} · {r.mode} · {r.target} · {r.subset}: {r.status}"
+            + (f" — {r.reason}" if r.reason else "") for r in ordered if r.status != "ok"]
 
 
 def table_markdown(rows: Sequence[dict[str, Any]], gt_mode: str, missing: Sequence[str]) -> str:
     """One paper table in Markdown: ``value [95% CI]`` cells, then the missing/skipped rows."""
     display = [{**r, **{c: _with_ci(r[c], r[f"{c} CI"]) for c, _, _ in SCORES}} for r in rows]
     columns = [c for c in ID_COLUMNS if c != "run"] + [c for c, _, _ in SCORES]
-    text = f"## {GT_MODES[gt_mode]}\n\nPercent, pooled over images; [95% bootstrap interval over images] where the run " \
-           "computed one.\n\n" + markdown_table(display, columns)
-    text += "\nMissing or skipped rows:" + (" none" if not missing else "\n\n" + "\n".join(f"- {m}" for m in missing))
+    text = (f"## {GT_MODES[gt_mode]}\n\nPercent, pooled over images; [95% bootstrap interval over images] "
+            "where the run computed one.\n\n" + markdown_table(display, columns))
+    listing = "\n\n" + "\n".join(f"- {m}" for m in missing) if missing else " none"
+    text += "\nMissing or skipped rows:" + listing
     return text + "\n"
 
 
@@ -713,7 +732,7 @@ def write_table(rows: Sequence[ResultRow], gt_mode: str, out_dir: Path, missing:
     ]
 
 
-# ============================================================================================ runs
+# ======================================================================================= runs
 
 
 @dataclass
@@ -756,7 +775,8 @@ def _read_json_file(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc}); was the run interrupted? re-run `c6bench bench`") from exc
+        raise DataError(f"{path}: cannot read ({exc}); was the run interrupted? re-run `c6bench bench`") \
+            from exc
 
 
 def load_run(run_dir: Path) -> Run:
@@ -765,7 +785,8 @@ def load_run(run_dir: Path) -> Run:
 
     run_dir = Path(run_dir)
     results = _read_json_file(run_dir / "results.json")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    config_path = run_dir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     manifest = _read_json_file(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
     rows = parse_results(results, run_dir)
     per_image = parse_per_image(run_dir / "per_image.csv") if (run_dir / "per_image.csv").is_file() else {}
@@ -789,7 +810,9 @@ def _gt_mode_name(name: str) -> str:
     raise DataError(f"unknown ground-truth mode {name!r}; expected overlap or resolved/nonoverlap")
 
 
-def _scores_of(pooled: Mapping[str, Any], where: str) -> tuple[dict[str, float | None], dict[str, tuple[float, float]]]:
+def _scores_of(
+    pooled: Mapping[str, Any], where: str
+) -> tuple[dict[str, float | None], dict[str, tuple[float, float]]]:
     """Columns and intervals of the paper's tables from a metrics ``pooled`` block (fractions)."""
     from harness.errors import DataError
 
@@ -859,12 +882,14 @@ def parse_per_image(path: Path) -> dict[tuple[str, str, str, str], dict[str, tup
     return out
 
 
-# ============================================================================================ comparisons
+# ======================================================================================= comparisons
 
 COMPARE_COLUMNS = ("gt_mode", "target", "subset", "A", "B", "n_images", "F1 A", "F1 B", "ΔF1 (A−B)", "95% CI")
 
 
-def paired_comparisons(runs: Sequence[Run], n_boot: int = 2000, seed: int = 0) -> tuple[list[dict[str, Any]], list[str]]:
+def paired_comparisons(
+    runs: Sequence[Run], n_boot: int = 2000, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[str]]:
     """F1@0.5 of every two rows on the same target, subset and images, A − B with a bootstrap interval.
 
     Pairs: two models in the same mode, and one model's modes against each other (zero-shot vs
@@ -901,26 +926,26 @@ def paired_comparisons(runs: Sequence[Run], n_boot: int = 2000, seed: int = 0) -
 def write_comparisons(rows: Sequence[dict[str, Any]], notes: Sequence[str], out_dir: Path) -> list[Path]:
     import json
 
-    display = [{**r, "95% CI": None if r["95% CI"] is None else f"[{r['95% CI'][0]:.1f}, {r['95% CI'][1]:.1f}]"}
-               for r in rows]
+    display = [{**r, "95% CI": _ci_text(r["95% CI"])} for r in rows]
     md = ("## Paired comparison: F1@0.5 difference on the same images\n\nPercentage points; 95% percentile "
-          "bootstrap interval over images (images resampled with replacement, pooled F1 of both recomputed from "
-          "per-image TP/FP/FN). An interval excluding 0 means the difference is unlikely to be image sampling "
-          "noise; with few images (the bundled sample has 2 test images) the interval is coarse. ΔF1 is computed "
-          "before rounding.\n\n" + markdown_table(display, COMPARE_COLUMNS))
+          "bootstrap interval over images (images resampled with replacement, pooled F1 of both recomputed "
+          "from per-image TP/FP/FN). An interval excluding 0 means the difference is unlikely to be image "
+          "sampling noise; with few images (the bundled sample has 2 test images) the interval is coarse. "
+          "ΔF1 is computed before rounding.\n\n" + markdown_table(display, COMPARE_COLUMNS))
     if notes:
         md += "\nNot compared:\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     csv_rows = [{**r, "95% CI": None, "CI lo": r["95% CI"][0] if r["95% CI"] else None,
                  "CI hi": r["95% CI"][1] if r["95% CI"] else None} for r in rows]
     return [
         write_text(out_dir / "comparison.md", md),
-        write_csv(out_dir / "comparison.csv", csv_rows, [c for c in COMPARE_COLUMNS if c != "95% CI"] + ["CI lo", "CI hi"]),
+        write_csv(out_dir / "comparison.csv", csv_rows,
+                  [c for c in COMPARE_COLUMNS if c != "95% CI"] + ["CI lo", "CI hi"]),
         write_text(out_dir / "comparison.json", json.dumps({"rows": list(rows), "not_compared": list(notes)},
                                                            indent=2, ensure_ascii=False) + "\n"),
     ]
 
 
-# ============================================================================================ run figures
+# ======================================================================================= run figures
 
 
 def run_dataset(run: Run, override: Any = None) -> Any:
@@ -946,7 +971,9 @@ def _gray8(path: Path) -> np.ndarray:
     return to_uint8(to_gray(read_image(path)))
 
 
-def write_run_figures(run: Run, cfg: Any, out_dir: Path, overlay_images: int = 1, sheet_images: int = 2) -> Figures:
+def write_run_figures(
+    run: Run, cfg: Any, out_dir: Path, overlay_images: int = 1, sheet_images: int = 2
+) -> Figures:
     """Per prediction file: full+zoom overlays of its first `overlay_images` images (sorted by name) and
     zoom tiles of its first `sheet_images` images for the run's contact sheet (rows: target, subset, mode)."""
     from tqdm import tqdm
@@ -979,15 +1006,17 @@ def write_run_figures(run: Run, cfg: Any, out_dir: Path, overlay_images: int = 1
     if tiles:
         sheet = contact_sheet(tiles, f"{run.model} — {run.path.name}: zoomed overlays (densest GT window)",
                               columns=max(2, 2 * sheet_images))
-        figures.sheets.append((f"{run.model} — {run.path.name}", save_png(sheet, run_dir / "contact_sheet.png")))
+        sheet_path = save_png(sheet, run_dir / "contact_sheet.png")
+        figures.sheets.append((f"{run.model} — {run.path.name}", sheet_path))
     return figures
 
 
-# ============================================================================================ HTML + driver
+# ======================================================================================= HTML + driver
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1500px;color:#222}
-table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f0f0f0}td:nth-child(-n+6){text-align:left}img{max-width:100%;border:1px solid #ddd;margin:.4em 0}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f0f0f0}
+td:nth-child(-n+6){text-align:left}img{max-width:100%;border:1px solid #ddd;margin:.4em 0}
 figure{margin:1em 0}figcaption{font-size:13px;color:#555}h2{border-bottom:2px solid #ddd;padding-bottom:.2em}
 .note{color:#555;font-size:13px}"""
 
@@ -1002,9 +1031,16 @@ def _html_figures(items: Sequence[tuple[str, Path]]) -> str:
                    "</figcaption></figure>" for t, p in items)
 
 
-def write_html(path: Path, runs: Sequence[Run], tables: Mapping[str, list[dict[str, Any]]], missing: Sequence[str],
-               comparisons: Sequence[dict[str, Any]], compare_notes: Sequence[str], sizes: Sequence[dict[str, Any]],
-               figures: Figures) -> Path:
+def write_html(
+    path: Path,
+    runs: Sequence[Run],
+    tables: Mapping[str, list[dict[str, Any]]],
+    missing: Sequence[str],
+    comparisons: Sequence[dict[str, Any]],
+    compare_notes: Sequence[str],
+    sizes: Sequence[dict[str, Any]],
+    figures: Figures,
+) -> Path:
     """One self-contained page: tables and every figure embedded as base64 PNG (opens without a server)."""
     import time
 
@@ -1020,25 +1056,34 @@ def write_html(path: Path, runs: Sequence[Run], tables: Mapping[str, list[dict[s
                   "[95% bootstrap interval over images] where computed.</p>", _html_paper_table(rows)]
     parts.append("<h3>Missing or skipped rows</h3>" + ("<p>none</p>" if not missing else
                  "<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>"))
-    cmp_display = [{**r, "95% CI": None if r["95% CI"] is None else f"[{r['95% CI'][0]:.1f}, {r['95% CI'][1]:.1f}]"}
-                   for r in comparisons]
-    parts += ["<h2>Paired comparison (F1@0.5, same images)</h2><p class='note'>Difference A − B in percentage "
-              "points with a 95% bootstrap interval over images.</p>", html_table(cmp_display, COMPARE_COLUMNS)]
+    cmp_display = [{**r, "95% CI": _ci_text(r["95% CI"])} for r in comparisons]
+    parts += ["<h2>Paired comparison (F1@0.5, same images)</h2><p class='note'>Difference A − B in "
+              "percentage points with a 95% bootstrap interval over images.</p>",
+              html_table(cmp_display, COMPARE_COLUMNS)]
     if compare_notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in compare_notes) + "</ul>")
     parts += ["<h2>Morphology (paper Figure 2)</h2><p class='note'>Eccentricity = short/long axis of the "
               "moment ellipse; solidity = area / convex-hull area.</p>",
               html_table(sizes, [c for c in SIZE_COLUMNS if any(c in r for r in sizes)]),
               _html_figures(figures.morphology),
-              "<h2>Overlays (paper Figures 4/5)</h2><p class='note'>Light blue: ground-truth borders; red: predicted "
-              "borders over semi-transparent predicted masks; the zoom shows the window with the most GT cells.</p>",
+              "<h2>Overlays (paper Figures 4/5)</h2><p class='note'>Light blue: ground-truth borders; red: "
+              "predicted borders over semi-transparent predicted masks; the zoom shows the window with the "
+              "most GT cells.</p>",
               "<h3>Contact sheets</h3>", _html_figures(figures.sheets),
               "<h3>Full image and zoom</h3>", _html_figures(figures.overlays), "</body></html>"]
     return write_text(path, "\n".join(parts))
 
 
-def generate_report(paths: Sequence[Path], out_dir: Path, data: Any = None, overlay_images: int = 1,
-                    sheet_images: int = 2, n_boot: int = 2000, seed: int = 0, figures: bool = True) -> dict[str, Any]:
+def generate_report(
+    paths: Sequence[Path],
+    out_dir: Path,
+    data: Any = None,
+    overlay_images: int = 1,
+    sheet_images: int = 2,
+    n_boot: int = 2000,
+    seed: int = 0,
+    figures: bool = True,
+) -> dict[str, Any]:
     """`c6bench report`: tables, comparisons, figures and ``report.html`` for every run under `paths`.
 
     ``data`` (a `DatasetConfig`) overrides the dataset recorded in each run's config (figures need the GT).
@@ -1079,7 +1124,8 @@ def generate_report(paths: Sequence[Path], out_dir: Path, data: Any = None, over
         if sizes:
             written += write_size_tables(sizes, out_dir / "morphology")
     written += [p for _, p in (*figs.overlays, *figs.sheets, *figs.morphology)]
-    written.append(write_html(out_dir / "report.html", runs, tables, missing, comparisons, notes, sizes, figs))
+    written.append(
+        write_html(out_dir / "report.html", runs, tables, missing, comparisons, notes, sizes, figs))
     summary = {
         "runs": [str(r.path) for r in runs],
         "rows": {gt_mode: len(rows) for gt_mode, rows in tables.items()},
@@ -1091,8 +1137,11 @@ def generate_report(paths: Sequence[Path], out_dir: Path, data: Any = None, over
     }
     report = {"summary": summary, "tables": {TABLE_NUMBER[m]: r for m, r in tables.items()},
               "comparisons": comparisons, "not_compared": notes, "sizes": sizes,
-              "figures": [str(p.relative_to(out_dir)) for _, p in (*figs.overlays, *figs.sheets, *figs.morphology)]}
-    written.append(write_text(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"))
+              "figures": [str(p.relative_to(out_dir))
+                          for _, p in (*figs.overlays, *figs.sheets, *figs.morphology)]}
+    report_text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    written.append(write_text(out_dir / "report.json", report_text))
     summary["files"] = [str(p) for p in written]
-    logger.info("report: %d run(s), %d files in %s (%.1f s)", len(runs), len(written), out_dir, summary["wall_s"])
+    logger.info("report: %d run(s), %d files in %s (%.1f s)", len(runs), len(written), out_dir,
+                summary["wall_s"])
     return summary

@@ -8,7 +8,8 @@ mask. Definitions (so numbers can be compared with the paper and with other tool
   mask (``axis_minor_length / axis_major_length`` in scikit-image), in (0, 1]; 1 = round, near 0 =
   elongated. This is the paper's Figure 2 convention, *not* scikit-image's ``eccentricity``
   (``sqrt(1 - (b/a)**2)``, 0 = round), which is kept as ``ellipse_eccentricity``. For a filled
-  ``h × w`` pixel rectangle the ratio is ``sqrt((h**2 - 1) / (w**2 - 1))`` (discrete variance ``(n**2 - 1)/12``).
+  ``h × w`` pixel rectangle the ratio is ``sqrt((h**2 - 1) / (w**2 - 1))`` (discrete variance
+  ``(n**2 - 1)/12``).
   Undefined (NaN) when the long axis has zero length (a single pixel).
 - ``solidity``: area / area of the convex hull of the mask pixels (scikit-image's ``convex_hull_image``),
   in (0, 1]; 1 = convex.

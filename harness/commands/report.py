@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("report", help="tables, comparisons, overlays, morphology and report.html from runs")
+    parser = sub.add_parser("report",
+                            help="tables, comparisons, overlays, morphology and report.html from runs")
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
                         help="run directories, or folders holding run directories (e.g. runs)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (e.g. reports)")
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
                               sheet_images=args.sheet_images,
                               n_boot=args.bootstrap, seed=args.seed, figures=not args.no_figures)
     table2 = (args.out / "table2.md").read_text()
-    sys.stdout.write(table2 + "\n" + json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=2) + "\n")
+    shown = {k: v for k, v in summary.items() if k != "files"}
+    sys.stdout.write(table2 + "\n" + json.dumps(shown, indent=2) + "\n")
     sys.stdout.write(f"report: {args.out / 'report.html'}\n")
     return 0

@@ -16,9 +16,11 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("stats", help="morphology figures (area, eccentricity, solidity) of data and runs")
+    parser = sub.add_parser("stats",
+                            help="morphology figures (area, eccentricity, solidity) of data and runs")
     parser.add_argument("--data", default="auto",
-                        help="'auto', 'sample', 'glioma_c6', a dataset YAML or a Glioma C6 folder (default auto)")
+                        help="'auto', 'sample', 'glioma_c6', a dataset YAML or a Glioma C6 folder "
+                             "(default auto)")
     parser.add_argument("--split", action="append", default=None, metavar="PART/SPLIT",
                         help="splits to describe (repeatable; default: every split of the dataset)")
     parser.add_argument("--run", type=Path, action="append", default=None, metavar="RUN_DIR",

@@ -40,7 +40,7 @@ def _rle_annotations(samples, keep) -> dict:
 
 
 def _gt_modes() -> list[tuple[str, str | None]]:
-    """GT modes the data layer supports here: overlap always, priority-resolved once harness.convert exists."""
+    """GT modes the data layer supports: overlap always, priority-resolved once harness.convert exists."""
     try:
         import harness.convert  # noqa: F401
     except ImportError:
@@ -48,7 +48,9 @@ def _gt_modes() -> list[tuple[str, str | None]]:
     return [("overlap", None), ("resolved", "last")]
 
 
-def make_run(root: Path, name: str, model: str, drop_every: int, sample_dir: Path, bootstrap: int = 0) -> Path:
+def make_run(
+    root: Path, name: str, model: str, drop_every: int, sample_dir: Path, bootstrap: int = 0
+) -> Path:
     """A schema-correct run dir scored by the real `harness.evaluate`: predictions = the sample's test GT with
     every `drop_every`-th instance dropped (0 = none), plus a skipped fine-tuned row."""
     from harness.evaluate import evaluate
@@ -64,11 +66,14 @@ def make_run(root: Path, name: str, model: str, drop_every: int, sample_dir: Pat
     (run / "manifest.json").write_text(json.dumps({"model": model, "device": "cpu", "git_hash": "abc"}))
     metrics, per_image = {}, []
     for gt_mode, rule in _gt_modes():
-        ev = evaluate(gt, pred, {"cells": ["cell"]}, {"cells": ["cells"]}, resolve_gt=rule, bootstrap=bootstrap)
+        ev = evaluate(gt, pred, {"cells": ["cell"]}, {"cells": ["cells"]}, resolve_gt=rule,
+                      bootstrap=bootstrap)
         metrics[gt_mode] = ev.to_dict()["targets"]["cells"]
-        per_image += [{"mode": "zero_shot", "subset": SUBSET, "gt_mode": gt_mode, **r} for r in ev.per_image_rows()]
+        per_image += [{"mode": "zero_shot", "subset": SUBSET, "gt_mode": gt_mode, **r}
+                      for r in ev.per_image_rows()]
     rows = [
-        {"model": model, "mode": "zero_shot", "target": "cells", "subset": SUBSET, "status": "ok", "reason": "",
+        {"model": model, "mode": "zero_shot", "target": "cells", "subset": SUBSET, "status": "ok",
+         "reason": "",
          "init": "pretrained", "profile": "quick", "metrics": metrics},
         {"model": model, "mode": "finetuned", "target": "cells", "subset": SUBSET, "status": "skipped",
          "reason": "weights cyto3 not found", "init": "", "profile": "quick"},
@@ -134,7 +139,8 @@ def test_paired_comparison(built) -> None:
     assert [r["gt_mode"] for r in cmp] == sorted(modes)  # one pair per GT mode
     for row in cmp:
         assert {row["A"], row["B"]} == {"perfect zero_shot", "dropper zero_shot"}
-        f1 = {m: _results(runs, m)["metrics"][row["gt_mode"]]["pooled"]["0.5"]["f1"] for m in ("perfect", "dropper")}
+        f1 = {m: _results(runs, m)["metrics"][row["gt_mode"]]["pooled"]["0.5"]["f1"]
+              for m in ("perfect", "dropper")}
         a, b = (row["A"].split()[0], row["B"].split()[0])
         assert row["F1 A"] == round(100 * f1[a], 1) and row["F1 B"] == round(100 * f1[b], 1)
         assert row["ΔF1 (A−B)"] == round(100 * (f1[a] - f1[b]), 1)
@@ -159,7 +165,8 @@ def test_pngs_decode_with_expected_size(built) -> None:
     _, out, summary = built
     pngs = sorted(out.rglob("*.png"))
     names = {p.name for p in pngs}
-    assert {"contact_sheet.png", "zero_shot_cells_spec-test_set28.png", "morphology_cells_spec-test.png"} <= names
+    expected = {"contact_sheet.png", "zero_shot_cells_spec-test_set28.png", "morphology_cells_spec-test.png"}
+    assert expected <= names
     assert len(pngs) == summary["figures"] == 2 * 2 + 1  # 2 overlays + 2 sheets + 1 morphology
     for path in pngs:
         with Image.open(path) as im:
