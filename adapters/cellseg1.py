@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,8 @@ SAM_LICENCE = "Apache-2.0 (Meta, segment-anything)"
 
 # encoder hyper-parameters: embed_dim, depth, heads, global-attention blocks, window, prompt dim, decoder mlp
 VARIANTS: dict[str, dict[str, Any]] = {
-    "vit_b": dict(embed_dim=768, depth=12, heads=12, global_attn=(2, 5, 8, 11), window=14, prompt_dim=256, mlp=2048),
+    "vit_b": dict(embed_dim=768, depth=12, heads=12, global_attn=(2, 5, 8, 11), window=14, prompt_dim=256,
+                  mlp=2048),
     "vit_l": dict(embed_dim=1024, depth=24, heads=16, global_attn=(5, 11, 17, 23), window=14, prompt_dim=256,
                   mlp=2048),
     "vit_h": dict(embed_dim=1280, depth=32, heads=16, global_attn=(7, 15, 23, 31), window=14, prompt_dim=256,
@@ -136,7 +136,8 @@ def build_sam(variant: str, image_size: int) -> nn.Module:
     encoder = ImageEncoderViT(
         depth=v["depth"], embed_dim=v["embed_dim"], img_size=image_size, mlp_ratio=4,
         norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=v["heads"], patch_size=16, qkv_bias=True,
-        use_rel_pos=True, global_attn_indexes=v["global_attn"], window_size=v["window"], out_chans=v["prompt_dim"],
+        use_rel_pos=True, global_attn_indexes=v["global_attn"], window_size=v["window"],
+        out_chans=v["prompt_dim"],
     )
     prompt = PromptEncoder(embed_dim=v["prompt_dim"], image_embedding_size=(grid, grid),
                            input_image_size=(image_size, image_size), mask_in_chans=16)
@@ -166,11 +167,12 @@ def resize_sam_state(state: dict[str, Any], model: nn.Module) -> dict[str, Any]:
         if key == "image_encoder.pos_embed":  # (1, H, W, C)
             out[key] = F.interpolate(value.permute(0, 3, 1, 2).float(), size=want[1:3], mode="bilinear",
                                      align_corners=False).permute(0, 2, 3, 1).to(value.dtype)
-        elif key.endswith(("attn.rel_pos_h", "attn.rel_pos_w")) and value.shape[1] == want[1]:  # (2S-1, head_dim)
+        elif key.endswith(("attn.rel_pos_h", "attn.rel_pos_w")) and value.shape[1] == want[1]:  # (2S-1, dim)
             out[key] = F.interpolate(value[None, None].float(), size=tuple(want), mode="bilinear",
                                      align_corners=False)[0, 0].to(value.dtype)
         else:
-            raise MissingWeightsError(f"SAM checkpoint tensor {key} has shape {tuple(value.shape)}, the model "
+            raise MissingWeightsError(f"SAM checkpoint tensor {key} has shape {tuple(value.shape)}, the "
+                                      f"model "
                                       f"needs {tuple(want)}: wrong variant for this checkpoint?")
     return out
 
@@ -220,7 +222,8 @@ def _resize(img: np.ndarray, height: int, width: int, nearest: bool = False) -> 
 
     interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     if img.dtype == np.int32:
-        return cv2.resize(img.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+        out = cv2.resize(img.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+        return out.astype(np.int32)
     if img.dtype == bool:
         return cv2.resize(img.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
     return cv2.resize(img, (width, height), interpolation=interp)
@@ -232,7 +235,7 @@ def label_map_of(sample: Sample, rule: str, min_pixels: int) -> np.ndarray:
         from harness.convert import label_map
     except ImportError:  # data engineer's module not landed yet: painter's order ('last') on bbox crops
         if rule != "last":
-            raise ConfigError(f"cellseg1: label_rule {rule!r} needs harness.convert, which is missing") from None
+            raise ConfigError(f"cellseg1: label_rule {rule!r} needs harness.convert (missing)") from None
         labels = np.zeros((sample.height, sample.width), np.int32)
         for k, inst in enumerate(sample.instances, start=1):
             y0, x0, y1, x1 = inst.bbox
@@ -302,7 +305,7 @@ def sample_prompts(labels: np.ndarray, rng: np.random.Generator, max_points: int
     return points, id_arr, id_arr > 0
 
 
-# ============================================================================================= mask generation
+# ========================================================================================= mask generation
 
 
 @dataclass
@@ -426,9 +429,11 @@ class CellSeg1Adapter(Adapter):
         self.crop_n_layers, self.crop_overlap_ratio = int(crop_n_layers), float(crop_overlap_ratio)
         self.pred_iou_thresh = pred_iou_thresh
         self.calibrated_thresh: float | None = None
-        self.stability_score_thresh, self.stability_score_offset = stability_score_thresh, stability_score_offset
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
         self.mask_nms_thresh = mask_nms_thresh
-        self.max_mask_region_area_ratio, self.min_mask_region_area = max_mask_region_area_ratio, min_mask_region_area
+        self.max_mask_region_area_ratio = max_mask_region_area_ratio
+        self.min_mask_region_area = min_mask_region_area
         self.label_rule, self.min_pixels = label_rule, min_pixels
         self.category = "cell"
         self.base_weights: str | None = None
@@ -437,7 +442,8 @@ class CellSeg1Adapter(Adapter):
             from harness.weights import resolve
 
             if weights in SAM_WEIGHTS and SAM_WEIGHTS[weights] != variant:
-                raise ConfigError(f"cellseg1: weights {weights} are SAM {SAM_WEIGHTS[weights]} but variant is "
+                raise ConfigError(f"cellseg1: weights {weights} are SAM {SAM_WEIGHTS[weights]} but variant "
+                                  f"is "
                                   f"{variant}; set params.variant: {SAM_WEIGHTS[weights]}")
             self.weights_path = resolve(weights)  # MissingWeightsError names the fetch command
             self.base_weights = str(weights)
@@ -480,7 +486,8 @@ class CellSeg1Adapter(Adapter):
                 raise MissingWeightsError(f"{sam_path} is not a SAM state dict (no image_encoder.pos_embed)")
             missing, unexpected = sam.load_state_dict(resize_sam_state(state, sam), strict=False)
             if missing or unexpected:
-                raise MissingWeightsError(f"{sam_path}: missing {missing[:5]} unexpected {unexpected[:5]} keys "
+                raise MissingWeightsError(f"{sam_path}: missing {missing[:5]} unexpected {unexpected[:5]} "
+                                          f"keys "
                                           f"for SAM {self.variant}")
         self._base_fingerprint = _fingerprint(sam)
         with torch.random.fork_rng(devices=[]):
@@ -538,7 +545,8 @@ class CellSeg1Adapter(Adapter):
         from tqdm import tqdm
 
         if epochs < 1 or batch_size < 1 or grad_accumulation < 1 or samples_per_epoch < 1:
-            raise ConfigError("cellseg1: epochs, batch_size, grad_accumulation, samples_per_epoch must be >= 1")
+            raise ConfigError("cellseg1: epochs, batch_size, grad_accumulation, samples_per_epoch must be "
+                              ">= 1")
         if not train_samples:
             raise DataError("cellseg1: no training samples")
         out_dir = Path(out_dir)
@@ -562,7 +570,8 @@ class CellSeg1Adapter(Adapter):
         step, losses = 0, []
         bar = tqdm(range(epochs * batches_per_epoch), desc="cellseg1 train", unit="batch", leave=False)
         for i in bar:
-            items = [self._augment_tile(tiles[rng.integers(len(tiles))], rng, prompt_args) for _ in range(batch_size)]
+            items = [self._augment_tile(tiles[rng.integers(len(tiles))], rng, prompt_args)
+                     for _ in range(batch_size)]
             loss = self._loss(items)
             if loss is None:
                 continue
@@ -583,7 +592,8 @@ class CellSeg1Adapter(Adapter):
         self.save(path, extra={"losses": losses, "optimizer_steps": step})
         return path
 
-    def _make_tiles(self, samples: Sequence[Sample], resize_size: int, tile_size: int) -> list[tuple[Any, Any]]:
+    def _make_tiles(self, samples: Sequence[Sample], resize_size: int,
+                    tile_size: int) -> list[tuple[Any, Any]]:
         """Resize each image (and label map, nearest) to resize_size, cut tiles with 50 % overlap."""
         tiles = []
         for s in samples:
@@ -675,7 +685,8 @@ class CellSeg1Adapter(Adapter):
         cats = sorted({i.category for s in val_samples for i in s.instances}) or [self.category]
         best, best_f1 = float(max(grid)), -1.0
         for t in sorted(grid, reverse=True):
-            preds = [SampleT(s.image_path, s.height, s.width, tuple(self._finish(c, t, s.height, s.width, cats[0])),
+            preds = [SampleT(s.image_path, s.height, s.width,
+                             tuple(self._finish(c, t, s.height, s.width, cats[0])),
                              image_id=s.image_id, file_name=s.file_name) for s, c in cands]
             ev = evaluate(val_samples, preds, targets={"t": cats}).to_dict()
             f1 = ev["targets"]["t"]["pooled"]["0.5"]["f1"]
@@ -702,7 +713,7 @@ class CellSeg1Adapter(Adapter):
         tmp.replace(path)
 
     def load(self, checkpoint: Path) -> None:
-        """Rebuild the base named in the checkpoint (must match this adapter's) and load the trained tensors."""
+        """Rebuild the base named in the checkpoint (must match this adapter's), load the trained tensors."""
         import torch
 
         path = Path(checkpoint)
@@ -710,7 +721,8 @@ class CellSeg1Adapter(Adapter):
             raise MissingWeightsError(f"checkpoint {path} does not exist")
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-            raise MissingWeightsError(f"{path} is not a cellseg1 checkpoint of this harness ({CHECKPOINT_FORMAT})")
+            raise MissingWeightsError(f"{path} is not a cellseg1 checkpoint of this harness "
+                                      f"({CHECKPOINT_FORMAT})")
         if blob["base_weights"] is not None:  # the base the checkpoint was trained on, whatever we were given
             from harness.weights import resolve
 
@@ -723,8 +735,9 @@ class CellSeg1Adapter(Adapter):
                 raise ConfigError(f"{path}: checkpoint has {key}={blob[key]!r}, the adapter {mine!r}; "
                                   f"use the params the model was trained with")
         self._model = self._build(self.weights_path)
-        if blob["train_scope"] == "lora" and blob["base_fingerprint"] is not None and \
-                not math.isclose(blob["base_fingerprint"], self._base_fingerprint, rel_tol=1e-9, abs_tol=1e-9):
+        fingerprint = blob["base_fingerprint"]
+        if blob["train_scope"] == "lora" and fingerprint is not None and \
+                not math.isclose(fingerprint, self._base_fingerprint, rel_tol=1e-9, abs_tol=1e-9):
             raise MissingWeightsError(f"{path}: the base model rebuilt here differs from the one trained on "
                                       f"(fingerprint); a random base needs the same torch version")
         missing = set(self.trainable_state()) - set(blob["trained"])
@@ -785,8 +798,9 @@ class CellSeg1Adapter(Adapter):
         out: list[Candidate] = []
         model = self.model.eval()
         with torch.inference_mode():
-            for (cx0, cy0, cx1, cy1), layer in tqdm(list(zip(boxes, layers, strict=True)), desc="cellseg1 crops",
-                                                    leave=False, disable=len(boxes) == 1):
+            crops = list(zip(boxes, layers, strict=True))
+            for (cx0, cy0, cx1, cy1), layer in tqdm(crops, desc="cellseg1 crops", leave=False,
+                                                    disable=len(boxes) == 1):
                 ch, cw = cy1 - cy0, cx1 - cx0
                 emb = self._embed(_resize(np.ascontiguousarray(work[cy0:cy1, cx0:cx1]), s, s)[None])
                 pts_all = grids[layer] * np.array([s, s])  # grid in model pixels of the resized crop
@@ -805,8 +819,9 @@ class CellSeg1Adapter(Adapter):
                             out.append(c)
         return out
 
-    def _candidate(self, mask: torch.Tensor, oy: int, ox: int, crop_box: tuple[int, int, int, int], iou: float,
-                   stab: float, max_area: float) -> Candidate | None:
+    def _candidate(self, mask: torch.Tensor, oy: int, ox: int, crop_box: tuple[int, int, int, int],
+                   iou: float, stab: float, max_area: float) -> Candidate | None:
+        """A thresholded mask in crop pixels → Candidate in work-image pixels, or None when filtered out."""
         m = mask.cpu().numpy()
         if not m.any():
             return None
