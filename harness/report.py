@@ -192,13 +192,14 @@ def overlay_figure(
     full = overlay_rgb(image8, gt, pred, None, down=down, thickness=2)
     wh = window[2] - window[0]
     up = max(1, round(full.shape[0] / wh))
-    zoom = overlay_rgb(image8, gt, pred, window, up=up)
+    zoom = overlay_rgb(image8, gt, pred, window, up=up, thickness=1 if up > 1 else 2)
     n_win = sum(1 for i in gt if i.crop.size and _overlaps(i.bbox, window, margin=0))
 
-    fig_w = (full.shape[1] + zoom.shape[1]) / DPI + 1.6
-    fig_h = max(full.shape[0], zoom.shape[0]) / DPI + 1.4
-    fig = Figure(figsize=(fig_w, fig_h), dpi=DPI)
-    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [full.shape[1], zoom.shape[1]]})
+    # the zoom panel is drawn as tall as the full-image panel (nearest-neighbour, so borders stay crisp)
+    panel_h = full.shape[0]
+    fig_w = (full.shape[1] + panel_h) / DPI + 1.6
+    fig = Figure(figsize=(fig_w, panel_h / DPI + 1.4), dpi=DPI)
+    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [full.shape[1] / panel_h, 1.0]})
     axes[0].imshow(full, extent=(0, w, h, 0), interpolation="nearest")
     axes[0].add_patch(Rectangle((window[1], window[0]), window[3] - window[1], wh, fill=False,
                                 ec=WINDOW_COLOR, lw=1.5, ls="--"))
