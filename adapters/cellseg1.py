@@ -292,13 +292,13 @@ def sample_prompts(labels: np.ndarray, rng: np.random.Generator, max_points: int
         dist = cv2.distanceTransform(np.pad(cell, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
         ys, xs = np.nonzero(dist >= 0.8 * dist.max())
         i = rng.integers(len(ys))
-        pts.append((x0 + xs[i] + 0.5, y0 + ys[i] + 0.5))
+        pts.append((x0 + xs[i], y0 + ys[i]))  # pixel indices: SAM's prompt encoder adds the 0.5
         ids.append(k)
     n_neg = int(round(neg_rate * max(len(ids), 1)))
     bys, bxs = np.nonzero(labels == 0)
     if len(bys):
         for i in rng.integers(len(bys), size=n_neg):
-            pts.append((bxs[i] + 0.5, bys[i] + 0.5))
+            pts.append((bxs[i], bys[i]))
             ids.append(0)
     points = np.asarray(pts, np.float32).reshape(-1, 2)
     id_arr = np.asarray(ids, np.int64)
@@ -534,12 +534,15 @@ class CellSeg1Adapter(Adapter):
         edge_distance: int = 20,
         pct_start: float = 0.3,
         threshold_grid: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95),
+        dice_weight: float = 0.0,
         seed: int = 0,
     ) -> Path:
         """Fine-tune (LoRA) on point prompts from priority-resolved masks; pick pred_iou_thresh on validation.
 
         One epoch = `samples_per_epoch` random tiles (CellSeg1's duplicate_data); one optimiser step every
-        `grad_accumulation` batches. Returns ``out_dir/cellseg1.pt`` (trained tensors + base description).
+        `grad_accumulation` batches. ``dice_weight`` > 0 adds a dice term on the positives (not in
+        CellSeg1; keeps a random-init model from collapsing to all-background masks).
+        Returns ``out_dir/cellseg1.pt`` (trained tensors + base description).
         """
         import torch
         from tqdm import tqdm
@@ -572,7 +575,7 @@ class CellSeg1Adapter(Adapter):
         for i in bar:
             items = [self._augment_tile(tiles[rng.integers(len(tiles))], rng, prompt_args)
                      for _ in range(batch_size)]
-            loss = self._loss(items)
+            loss = self._loss(items, dice_weight)
             if loss is None:
                 continue
             (loss / grad_accumulation).backward()
@@ -653,8 +656,9 @@ class CellSeg1Adapter(Adapter):
                                        multimask_output=False)
         return logits[:, 0], iou[:, 0]
 
-    def _loss(self, items: list[TileBatchItem]) -> torch.Tensor | None:
-        """BCE on positives' low-res logits + MSE of the IoU head (1 cell / 0 background), batch mean."""
+    def _loss(self, items: list[TileBatchItem], dice_weight: float = 0.0) -> torch.Tensor | None:
+        """BCE on positives' low-res logits + MSE of the IoU head (1 cell / 0 background), batch mean;
+        plus `dice_weight` x soft dice on the positives when asked."""
         import torch
         import torch.nn.functional as F
 
@@ -672,11 +676,16 @@ class CellSeg1Adapter(Adapter):
             loss = F.mse_loss(iou, pos.float())
             if pos.any():
                 loss = loss + F.binary_cross_entropy_with_logits(logits[pos], target[pos])
+                if dice_weight > 0:
+                    prob, tgt = torch.sigmoid(logits[pos]).flatten(1), target[pos].flatten(1)
+                    dice = 1 - (2 * (prob * tgt).sum(1) + 1) / (prob.sum(1) + tgt.sum(1) + 1)
+                    loss = loss + dice_weight * dice.mean()
             total.append(loss)
         return torch.stack(total).mean()
 
-    def _pick_threshold(self, val_samples: Sequence[Sample], grid: Sequence[float]) -> float:
-        """The predicted-IoU cut with the best F1@0.5 on the validation samples (ties → the higher cut)."""
+    def _pick_threshold(self, val_samples: Sequence[Sample], grid: Sequence[float]) -> float | None:
+        """The predicted-IoU cut with the best F1@0.5 on the validation samples (ties → the higher cut);
+        None (→ the default 0.8) when no cut finds a single cell."""
         from harness.data import Sample as SampleT
         from harness.evaluate import evaluate
 
@@ -693,6 +702,10 @@ class CellSeg1Adapter(Adapter):
             logger.info("cellseg1: pred_iou_thresh %.2f → validation F1@0.5 %.4f", t, f1)
             if f1 > best_f1:
                 best, best_f1 = float(t), f1
+        if best_f1 <= 0:
+            logger.warning("cellseg1: no predicted-IoU threshold in %s matches any validation cell; "
+                           "keeping the default 0.8", list(grid))
+            return None
         return best
 
     # ------------------------------------------------------------------ checkpoints
