@@ -459,3 +459,23 @@ def test_versions() -> None:
 
     versions = MediarAdapter(encoder=ENCODER).versions()
     assert versions["segmentation-models-pytorch"] == "0.6.0" and versions["cellpose"] == "3.1.1.3"
+
+
+def test_model_config_matches_the_adapter(sample_dir: Path) -> None:
+    """configs/models/mediar.yaml: every profile's params and schedule are accepted; weight names are known."""
+    import yaml
+
+    import adapters
+    from adapters.base import check_keys
+
+    config = yaml.safe_load((sample_dir.parents[1] / "configs" / "models" / "mediar.yaml").read_text())
+    cls = adapters.get(config["model"])
+    known = {spec.name for spec in cls.weights}
+    assert config["zero_shot"]["weights"] in known and config["finetune"]["init"] in known
+    for name, profile in config["profiles"].items():
+        check_keys(cls.__init__, {**config["params"], **profile["params"]}, name)
+        cls.check_schedule(profile["train"])
+    paper, quick = config["profiles"]["paper"], config["profiles"]["quick"]
+    assert (paper["params"]["encoder"], paper["params"]["ensemble_with"], paper["train"]["epochs"]) == (
+        "mit_b5", "from_phase1", 100)
+    assert quick["params"]["encoder"] == "mit_b0"
