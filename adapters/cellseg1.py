@@ -18,6 +18,11 @@ because the authors' code hard-codes CUDA and vendors a modified SAM (see shared
   stability / predicted-IoU thresholds, masks on crop edges dropped, mask-IoU NMS (not box NMS, which would
   suppress touching cells), large-mask filter, largest connected piece, masks resized back to full size.
   `train` picks the predicted-IoU threshold on the validation samples by F1@0.5 (the paper did).
+- Zero-shot (SAM weights, no `load`): the same generator on plain SAM (LoRA updates are zero until trained),
+  at `image_size`; the paper's baseline ran SAM's own generator at 1024 px with SAM's defaults.
+- Deviations from CellSeg1, on purpose: LoRA dropout on the LoRA input (CellSeg1: on the whole qkv output);
+  augmentation = random zoom + flips + brightness/contrast (no rotation/shift); min_mask_region_area keeps the
+  largest piece and drops smaller masks instead of SAM's hole/island filling.
 """
 
 from __future__ import annotations
