@@ -302,3 +302,26 @@ def write_yolo_dataset(splits: Mapping[str, Sequence[Sample]], out_dir: Path, cl
     logger.info("YOLO dataset written to %s (%s)", out_dir,
                 ", ".join(f"{s}: {v['images']} images, {v['instances']} instances" for s, v in summary.items()))
     return data_yaml
+
+
+def overlapping_pairs(instances: Sequence[Instance]) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, of instances sharing at least one pixel (bbox prefilter + crop AND)."""
+    live = [k for k, inst in enumerate(instances) if inst.area > 0]
+    if len(live) < 2:
+        return []
+    boxes = np.array([instances[k].bbox for k in live], dtype=np.int64)
+    pairs = []
+    for a in range(len(live) - 1):
+        b = np.arange(a + 1, len(live))
+        y0 = np.maximum(boxes[a, 0], boxes[b, 0])
+        x0 = np.maximum(boxes[a, 1], boxes[b, 1])
+        y1 = np.minimum(boxes[a, 2], boxes[b, 2])
+        x1 = np.minimum(boxes[a, 3], boxes[b, 3])
+        for k in np.flatnonzero((y1 > y0) & (x1 > x0)):
+            i, j = instances[live[a]], instances[live[b[k]]]
+            (iy, ix, _, _), (jy, jx, _, _) = i.bbox, j.bbox
+            win_i = i.crop[y0[k] - iy : y1[k] - iy, x0[k] - ix : x1[k] - ix]
+            win_j = j.crop[y0[k] - jy : y1[k] - jy, x0[k] - jx : x1[k] - jx]
+            if (win_i & win_j).any():
+                pairs.append((live[a], live[b[k]]))
+    return pairs

@@ -69,17 +69,65 @@ def tighten(y0: int, x0: int, crop: np.ndarray) -> tuple[int, int, np.ndarray]:
     return y0 + int(rows[0]), x0 + int(cols[0]), np.ascontiguousarray(crop, dtype=bool)
 
 
-def rle_to_crop(rle: dict[str, Any], height: int, width: int) -> tuple[int, int, np.ndarray]:
-    """Decode a COCO RLE (compressed or not) to a tight crop."""
-    from pycocotools import mask as mask_utils
+def rle_counts(counts: str | bytes | Sequence[int]) -> np.ndarray:
+    """Run lengths of a COCO RLE ``counts`` (compressed string or plain list) as int64.
 
-    if isinstance(rle.get("counts"), list):
-        rle = mask_utils.frPyObjects(rle, height, width)
-    x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(rle))
-    if w == 0 or h == 0:
+    The compressed form (COCO ``maskApi``: 6-bit chars offset by 48, 5 data bits + a continuation bit per char,
+    the last char's bit 4 is the sign, and from the 4th run on each value is a delta to the run two back) is
+    decoded with vectorised numpy, so no full-image mask is ever built.
+    """
+    if not isinstance(counts, (str, bytes)):
+        return np.asarray(counts, dtype=np.int64)
+    raw = counts.encode("ascii") if isinstance(counts, str) else counts
+    chars = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    if chars.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if chars.min() < 0 or chars.max() > 63:
+        raise ValueError("compressed RLE holds characters outside the COCO alphabet ('0'..'o')")
+    more = (chars & 0x20) != 0
+    ends = np.flatnonzero(~more)
+    if ends.size == 0 or ends[-1] != chars.size - 1:
+        raise ValueError("compressed RLE ends in the middle of a value (truncated counts)")
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    shift = 5 * (np.arange(chars.size) - np.repeat(starts, lengths))
+    values = np.add.reduceat((chars & 0x1F) << shift, starts)
+    negative = (chars[ends] & 0x10) != 0
+    values = np.where(negative, values - (np.int64(1) << (5 * lengths)), values)
+    out = values.copy()
+    out[1::2] = np.cumsum(values[1::2])
+    out[2::2] = np.cumsum(values[2::2])
+    return out
+
+
+def rle_to_crop(rle: dict[str, Any], height: int, width: int) -> tuple[int, int, np.ndarray]:
+    """Decode a COCO RLE (compressed or not) to a tight crop, touching only the columns the mask spans.
+
+    COCO RLE runs are column-major and alternate background/foreground starting with background; only the
+    strip of columns between the first and last foreground pixel is expanded (equal to
+    ``pycocotools.mask.decode`` restricted to the bbox; `tests/harness/test_data.py` checks it).
+    """
+    try:
+        runs = rle_counts(rle["counts"])
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"RLE counts cannot be decoded ({exc})") from exc
+    if runs.size and runs.min() < 0:
+        raise DataError("RLE counts decode to a negative run length; the RLE is corrupt")
+    total = int(runs.sum())
+    if total != height * width:
+        raise DataError(f"RLE runs cover {total} pixels but the image has {height}x{width} = {height * width}")
+    ends = np.cumsum(runs)
+    begins = ends - runs
+    fg = (np.arange(runs.size) % 2 == 1) & (runs > 0)
+    if not fg.any():
         return 0, 0, np.zeros((0, 0), dtype=bool)
-    full = mask_utils.decode(rle)
-    return tighten(y, x, full[y : y + h, x : x + w].astype(bool))
+    c0 = int(begins[fg][0]) // height
+    c1 = (int(ends[fg][-1]) - 1) // height + 1
+    lo, hi = c0 * height, c1 * height
+    lengths = np.clip(ends, lo, hi) - np.clip(begins, lo, hi)
+    flat = np.repeat(np.arange(runs.size) % 2 == 1, lengths)
+    strip = flat.reshape(c1 - c0, height).T
+    return tighten(0, c0, strip)
 
 
 # --------------------------------------------------------------------------------------------- types
@@ -232,11 +280,23 @@ def to_uint8(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndar
 # --------------------------------------------------------------------------------------------- COCO
 
 
+#: Polygon vertices may lie this far (pixels) outside the image: annotation tools often put border vertices
+#: a fraction beyond the edge. The rasteriser clips them; each such annotation is a counted warning. Farther
+#: out is an error.
+OUTSIDE_TOLERANCE = 1.0
+
+
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
     try:
-        return json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); not a COCO JSON") from exc
+    if not text.strip():
+        raise DataError(f"{path}: annotation file is empty (0 bytes of JSON); re-download or re-export it")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); the file is truncated "
@@ -244,15 +304,22 @@ def _read_json(path: Path) -> Any:
         ) from exc
 
 
-def _polygon_parts(seg: Any, where: str, height: int, width: int) -> tuple[np.ndarray, ...]:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _polygon_parts(
+    seg: Any, where: str, height: int, width: int, warnings: list[str] | None = None
+) -> tuple[np.ndarray, ...]:
     """Validate a COCO polygon segmentation (list of flat ``[x1, y1, ...]`` lists) → ``(K, 2)`` arrays."""
     if not isinstance(seg, list) or not seg:
         raise DataError(f"{where}: 'segmentation' must be a non-empty list of polygons or an RLE dict")
-    if all(isinstance(v, (int, float)) for v in seg):
+    if all(_is_number(v) for v in seg):
         seg = [seg]  # a single flat polygon written without the outer list
     parts = []
+    overshoot = 0.0
     for k, flat in enumerate(seg):
-        if not isinstance(flat, list) or not all(isinstance(v, (int, float)) for v in flat):
+        if not isinstance(flat, list) or not all(_is_number(v) for v in flat):
             raise DataError(f"{where}: polygon part {k} is not a flat list of numbers")
         if len(flat) % 2:
             raise DataError(f"{where}: polygon part {k} has an odd number of coordinates ({len(flat)})")
@@ -264,12 +331,17 @@ def _polygon_parts(seg: Any, where: str, height: int, width: int) -> tuple[np.nd
         pts = np.asarray(flat, dtype=np.float64).reshape(-1, 2)
         if not np.isfinite(pts).all():
             raise DataError(f"{where}: polygon part {k} contains NaN or infinite coordinates")
-        if pts[:, 0].min() < 0 or pts[:, 1].min() < 0 or pts[:, 0].max() > width or pts[:, 1].max() > height:
+        out = max(-pts[:, 0].min(), -pts[:, 1].min(), pts[:, 0].max() - width, pts[:, 1].max() - height)
+        if out > OUTSIDE_TOLERANCE:
             raise DataError(
                 f"{where}: polygon part {k} has coordinates outside the {width}x{height} image "
                 f"(x {pts[:, 0].min():g}..{pts[:, 0].max():g}, y {pts[:, 1].min():g}..{pts[:, 1].max():g})"
             )
+        overshoot = max(overshoot, out)
         parts.append(pts)
+    if overshoot > 0 and warnings is not None:
+        warnings.append(f"{where}: vertices up to {overshoot:g} px outside the {width}x{height} image "
+                        "(clipped at the border)")
     return tuple(parts)
 
 
@@ -277,29 +349,89 @@ def _rle(seg: dict[str, Any], where: str, height: int, width: int) -> dict[str, 
     size = seg.get("size")
     if "counts" not in seg or not isinstance(size, list) or len(size) != 2:
         raise DataError(f"{where}: RLE segmentation needs 'counts' and 'size' [height, width]")
-    if [int(size[0]), int(size[1])] != [height, width]:
+    if [size[0], size[1]] != [height, width]:
         raise DataError(f"{where}: RLE size {size} does not match the image size [{height}, {width}]")
     counts = seg["counts"]
     if isinstance(counts, list):
-        if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
-            raise DataError(f"{where}: uncompressed RLE counts must be non-negative integers summing to H*W")
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise DataError(f"{where}: uncompressed RLE counts must be non-negative integers")
     elif not isinstance(counts, str):
         raise DataError(f"{where}: RLE 'counts' must be a string or a list of integers")
+    try:
+        runs = rle_counts(counts)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise DataError(f"{where}: RLE counts cannot be decoded ({exc})") from exc
+    if runs.size and runs.min() < 0:
+        raise DataError(f"{where}: RLE counts decode to a negative run length; the RLE is corrupt")
+    if int(runs.sum()) != height * width:
+        raise DataError(f"{where}: RLE runs cover {int(runs.sum())} pixels, the {width}x{height} image has "
+                        f"{height * width}; the RLE is truncated or belongs to another image size")
     return {"size": [height, width], "counts": counts}
 
 
-def parse_segmentation(seg: Any, where: str, height: int, width: int) -> dict[str, Any]:
-    """Validate one COCO segmentation; returns ``{"polygons": ...}`` or ``{"rle": ...}`` for `Instance`."""
+def parse_segmentation(
+    seg: Any, where: str, height: int, width: int, warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """Validate one COCO segmentation; returns ``{"polygons": ...}`` or ``{"rle": ...}`` for `Instance`.
+
+    Problems that make the geometry unusable raise `DataError` naming ``where``; tolerable ones (vertices up to
+    `OUTSIDE_TOLERANCE` px outside the image) are appended to ``warnings`` when given.
+    """
     if isinstance(seg, dict):
         return {"rle": _rle(seg, where, height, width)}
-    return {"polygons": _polygon_parts(seg, where, height, width)}
+    return {"polygons": _polygon_parts(seg, where, height, width, warnings)}
 
 
-def load_coco(json_path: Path | str, images_dir: Path | str | None = None) -> tuple[list[Sample], dict[int, str]]:
+def _categories(data: dict[str, Any], json_path: Path) -> dict[int, str]:
+    categories: dict[int, str] = {}
+    for k, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise DataError(f"{json_path}: categories[{k}] ({cat!r}) needs 'id' and 'name'")
+        if cat["id"] in categories:
+            raise DataError(f"{json_path}: categories[{k}]: duplicate category id {cat['id']} "
+                            f"({categories[cat['id']]!r} and {cat['name']!r})")
+        categories[cat["id"]] = str(cat["name"])
+    return categories
+
+
+def _images(data: dict[str, Any], json_path: Path) -> dict[Any, dict[str, Any]]:
+    images: dict[Any, dict[str, Any]] = {}
+    names: dict[str, Any] = {}
+    for k, img in enumerate(data["images"]):
+        if not isinstance(img, dict):
+            raise DataError(f"{json_path}: images[{k}] is {type(img).__name__}, not an object")
+        where = f"{json_path}: image id {img.get('id', '?')} (images[{k}], file {img.get('file_name', '?')!r})"
+        missing = [key for key in ("id", "file_name", "width", "height") if key not in img]
+        if missing:
+            raise DataError(f"{where}: missing key(s) {', '.join(missing)}; image entries need "
+                            "'id', 'file_name', 'width', 'height'")
+        if img["id"] in images:
+            raise DataError(f"{where}: duplicate image id {img['id']} (also {images[img['id']]['file_name']!r}); "
+                            "image ids must be unique")
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            raise DataError(f"{where}: 'file_name' must be a non-empty string")
+        if img["file_name"] in names:
+            raise DataError(f"{where}: file {img['file_name']!r} is listed twice (also image id "
+                            f"{names[img['file_name']]})")
+        if not all(isinstance(img[key], int) and not isinstance(img[key], bool) and img[key] > 0
+                   for key in ("width", "height")):
+            raise DataError(f"{where}: 'width' and 'height' must be positive integers, got "
+                            f"{img['width']!r} x {img['height']!r}")
+        images[img["id"]] = img
+        names[img["file_name"]] = img["id"]
+    return images
+
+
+def load_coco(
+    json_path: Path | str, images_dir: Path | str | None = None, warnings: list[str] | None = None
+) -> tuple[list[Sample], dict[int, str]]:
     """Read a COCO instances JSON into samples (annotation order kept) and the category id → name map.
 
     Image files are looked up as ``images_dir / file_name`` (default: the JSON's folder, then its
-    ``images/`` sub-folder). Images are not opened here; `Sample.load_image` checks their size.
+    ``images/`` sub-folder). Images are not opened here; `Sample.load_image` checks their size (and
+    `harness.dataset.validate` checks every image). Errors name the file and the item; tolerable problems
+    (an image without annotations, vertices a fraction outside the image) are appended to ``warnings``,
+    stored per image in ``Sample.extra["warnings"]`` and logged as one counted line.
     """
     json_path = Path(json_path)
     data = _read_json(json_path)
@@ -307,48 +439,41 @@ def load_coco(json_path: Path | str, images_dir: Path | str | None = None) -> tu
         raise DataError(f"{json_path}: top level must be a JSON object with 'images', 'annotations', 'categories'")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise DataError(f"{json_path}: missing or non-list key '{key}'; is this a COCO instances file?")
-    categories: dict[int, str] = {}
-    for cat in data["categories"]:
-        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-            raise DataError(f"{json_path}: category entry {cat!r} needs 'id' and 'name'")
-        if cat["id"] in categories:
-            raise DataError(f"{json_path}: duplicate category id {cat['id']}")
-        categories[cat["id"]] = str(cat["name"])
-
+            state = "missing" if key not in data else f"not a list ({type(data[key]).__name__})"
+            raise DataError(f"{json_path}: key '{key}' is {state}; is this a COCO instances file?")
+    categories = _categories(data, json_path)
+    images = _images(data, json_path)
     base = Path(images_dir) if images_dir is not None else None
-    images: dict[int, dict[str, Any]] = {}
-    for img in data["images"]:
-        where = f"{json_path}: image {img.get('id', '?') if isinstance(img, dict) else img!r}"
-        if not isinstance(img, dict) or not {"id", "file_name", "width", "height"} <= img.keys():
-            raise DataError(f"{where}: image entries need 'id', 'file_name', 'width', 'height'")
-        if img["id"] in images:
-            raise DataError(f"{where}: duplicate image id {img['id']}")
-        if not (isinstance(img["width"], int) and isinstance(img["height"], int)) or min(
-            img["width"], img["height"]
-        ) <= 0:
-            raise DataError(f"{where}: 'width' and 'height' must be positive integers")
-        images[img["id"]] = img
 
-    per_image: dict[int, list[Instance]] = {i: [] for i in images}
+    per_image: dict[Any, list[Instance]] = {i: [] for i in images}
+    per_image_warnings: dict[Any, list[str]] = {i: [] for i in images}
     seen_ann: set[Any] = set()
-    for order, ann in enumerate(data["annotations"]):
-        ann_id = ann.get("id", order) if isinstance(ann, dict) else order
-        where = f"{json_path}: annotation id {ann_id}"
-        if not isinstance(ann, dict) or not {"image_id", "category_id", "segmentation"} <= ann.keys():
-            raise DataError(f"{where}: annotations need 'image_id', 'category_id', 'segmentation'")
-        if ann_id in seen_ann:
-            raise DataError(f"{where}: duplicate annotation id")
-        seen_ann.add(ann_id)
-        img = images.get(ann["image_id"])
+    for index, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise DataError(f"{json_path}: annotations[{index}] is {type(ann).__name__}, not an object")
+        ann_id = ann.get("id", f"#{index}")
+        img = images.get(ann.get("image_id"))
+        where = f"{json_path}: annotation id {ann_id}" + (f" (image {img['file_name']!r})" if img else "")
+        missing = [key for key in ("image_id", "category_id", "segmentation") if key not in ann]
+        if missing:
+            raise DataError(f"{where}: missing key(s) {', '.join(missing)}; annotations need "
+                            "'image_id', 'category_id', 'segmentation'")
+        if "id" in ann:
+            if ann_id in seen_ann:
+                raise DataError(f"{where}: duplicate annotation id {ann_id}")
+            seen_ann.add(ann_id)
         if img is None:
-            raise DataError(f"{where}: refers to image id {ann['image_id']}, which is not in 'images'")
+            raise DataError(f"{where}: refers to image id {ann['image_id']!r}, which is not in 'images'")
         if ann["category_id"] not in categories:
             raise DataError(
-                f"{where}: unknown category id {ann['category_id']}; known ids: {sorted(categories)}"
+                f"{where}: unknown category id {ann['category_id']!r}; known ids: "
+                f"{', '.join(f'{k} ({v})' for k, v in sorted(categories.items(), key=lambda kv: str(kv[0])))}"
             )
-        geometry = parse_segmentation(ann["segmentation"], where, img["height"], img["width"])
+        geometry = parse_segmentation(ann["segmentation"], where, img["height"], img["width"],
+                                      per_image_warnings[img["id"]])
         score = ann.get("score")
+        if score is not None and (not _is_number(score) or not math.isfinite(score)):
+            raise DataError(f"{where}: 'score' must be a finite number, got {score!r}")
         per_image[img["id"]].append(
             Instance(
                 category=categories[ann["category_id"]],
@@ -363,7 +488,12 @@ def load_coco(json_path: Path | str, images_dir: Path | str | None = None) -> tu
         )
 
     samples = []
+    found: list[str] = []
     for image_id, img in images.items():
+        notes = per_image_warnings[image_id]
+        if not per_image[image_id]:
+            notes.append(f"{json_path}: image id {image_id} ({img['file_name']!r}) has no annotations")
+        found.extend(notes)
         samples.append(
             Sample(
                 image_path=_image_path(json_path, base, img["file_name"]),
@@ -372,8 +502,13 @@ def load_coco(json_path: Path | str, images_dir: Path | str | None = None) -> tu
                 instances=tuple(per_image[image_id]),
                 image_id=image_id,
                 file_name=img["file_name"],
+                extra={"warnings": notes} if notes else {},
             )
         )
+    if warnings is not None:
+        warnings.extend(found)
+    if found:
+        logger.warning("%s: %d warning(s), first: %s", json_path, len(found), found[0])
     logger.info("%s: %d images, %d annotations", json_path, len(samples), len(data["annotations"]))
     return samples, categories
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from harness.data import Sample, load_coco
+from harness.data import IMAGE_SUFFIXES, Sample, load_coco
 from harness.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -136,16 +136,28 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], required: set[str], wher
         raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
 
 
+def glioma_layout_root(folder: Path) -> Path | None:
+    """The data root inside a folder holding the Glioma C6 archive: ``folder/dataset`` or ``folder`` itself
+    (whichever has the ``spec/`` part), or None when neither does."""
+    for root in (folder / "dataset", folder):
+        if (root / "spec").is_dir():
+            return root
+    return None
+
+
 def resolve_data(data: str | Path) -> DatasetConfig:
     """``auto`` (Glioma C6 when downloaded, else the bundled sample), ``sample``, ``glioma_c6``, a dataset
-    YAML, or a folder holding the Glioma C6 archive layout."""
+    YAML, or a folder holding the Glioma C6 archive layout (``dataset/spec/...`` or ``spec/...``)."""
     text = str(data)
+    glioma_yaml = CONFIG_DIR / "datasets" / "glioma_c6.yaml"
     if text == "auto":
-        if GLIOMA_ROOT.is_dir():
-            logger.info("using Glioma C6 at %s", GLIOMA_ROOT)
-            return load_dataset_config(CONFIG_DIR / "datasets" / "glioma_c6.yaml")
-        logger.warning("Glioma C6 is not downloaded (%s absent): running on the bundled sample data/sample "
-                       "(get the dataset with `c6bench data fetch`)", GLIOMA_ROOT)
+        root = glioma_layout_root(GLIOMA_ROOT) if GLIOMA_ROOT.is_dir() else None
+        if root is not None:
+            logger.info("using Glioma C6 at %s", root)
+            return load_dataset_config(glioma_yaml, root=root)
+        reason = ("holds no spec/ part (an interrupted download? run `c6bench data fetch` again)"
+                  if GLIOMA_ROOT.is_dir() else "is absent (get the dataset with `c6bench data fetch`)")
+        logger.warning("Glioma C6 not found: %s %s; running on the bundled sample data/sample", GLIOMA_ROOT, reason)
         return load_dataset_config(CONFIG_DIR / "datasets" / "sample.yaml")
     named = CONFIG_DIR / "datasets" / f"{text}.yaml"
     if named.is_file():
@@ -154,9 +166,17 @@ def resolve_data(data: str | Path) -> DatasetConfig:
     if path.suffix in (".yaml", ".yml"):
         return load_dataset_config(path)
     if path.is_dir():
-        root = path / "dataset" if (path / "dataset").is_dir() else path
-        return load_dataset_config(CONFIG_DIR / "datasets" / "glioma_c6.yaml", root=root)
-    raise ConfigError(f"--data {text!r}: not 'auto', a shipped dataset name, a dataset YAML or a folder")
+        for shipped in sorted((CONFIG_DIR / "datasets").glob("*.yaml")):  # e.g. data/sample → sample.yaml
+            cfg = load_dataset_config(shipped)
+            if cfg.root.resolve() == path.resolve():
+                return cfg
+        root = glioma_layout_root(path)
+        if root is None:
+            raise ConfigError(f"--data {text!r}: folder has neither dataset/spec/ nor spec/ (the Glioma C6 layout)")
+        return load_dataset_config(glioma_yaml, root=root)
+    raise ConfigError(f"--data {text!r}: not 'auto', a shipped dataset name "
+                      f"({', '.join(p.stem for p in sorted((CONFIG_DIR / 'datasets').glob('*.yaml')))}), "
+                      "a dataset YAML or a folder")
 
 
 def find_annotation_file(split_dir: Path) -> Path:
@@ -174,8 +194,7 @@ def load_split(cfg: DatasetConfig, ref: str) -> list[Sample]:
     """Samples of a ``part/split`` with its targets validated against the JSON's category names."""
     split_dir = cfg.split_dir(ref)
     json_path = find_annotation_file(split_dir)
-    images_dir = split_dir / "images" if (split_dir / "images").is_dir() else split_dir
-    samples, categories = load_coco(json_path, images_dir)
+    samples, categories = load_coco(json_path, _split_images_dir(split_dir))
     check_targets(cfg.targets_of(ref), set(categories.values()), json_path)
     return samples
 
@@ -206,3 +225,87 @@ def as_classes(samples: Iterable[Sample], cfg: DatasetConfig, ref: str) -> list[
         s.with_instances(i.with_category(to_class[i.category]) for i in s.instances if i.category in to_class)
         for s in samples
     ]
+
+
+def split_refs(cfg: DatasetConfig) -> list[str]:
+    """Every ``part/split`` the config defines, in YAML order."""
+    return [f"{part}/{split}" for part, p in cfg.parts.items() for split in p.splits]
+
+
+def _split_images_dir(split_dir: Path) -> Path:
+    return split_dir / "images" if (split_dir / "images").is_dir() else split_dir
+
+
+def validate_samples(samples: Sequence[Sample], check_images: bool = True) -> dict[str, Any]:
+    """Counts per category (images, instances, overlapping pairs) and the problems/warnings of some samples.
+
+    Reads every image (``check_images``) to catch missing, empty, corrupt or wrongly sized files; each one is
+    a problem naming the file. Overlaps are counted within a category and over all categories.
+    """
+    from tqdm import tqdm
+
+    from harness.convert import overlapping_pairs
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    cats: dict[str, dict[str, int]] = {}
+    pairs_all = 0
+    for sample in tqdm(samples, desc="validate", unit="img"):
+        warnings.extend(sample.extra.get("warnings", ()))
+        if check_images:
+            try:
+                sample.load_image()
+            except DataError as exc:
+                problems.append(str(exc))
+        pairs_all += len(overlapping_pairs(sample.instances))
+        by_cat: dict[str, list[Any]] = {}
+        for inst in sample.instances:
+            by_cat.setdefault(inst.category, []).append(inst)
+        for cat, insts in by_cat.items():
+            row = cats.setdefault(cat, {"images": 0, "instances": 0, "overlapping_pairs": 0, "empty": 0})
+            row["images"] += 1
+            row["instances"] += len(insts)
+            row["overlapping_pairs"] += len(overlapping_pairs(insts))
+            for inst in insts:
+                if inst.area == 0:
+                    row["empty"] += 1
+                    warnings.append(f"{inst.source}: rasterises to 0 pixels (a degenerate polygon)")
+    return {
+        "images": len(samples),
+        "instances": sum(len(s.instances) for s in samples),
+        "overlapping_pairs": pairs_all,
+        "categories": dict(sorted(cats.items())),
+        "problems": problems,
+        "warnings": warnings,
+    }
+
+
+def validate(cfg: DatasetConfig, refs: Sequence[str] | None = None, check_images: bool = True) -> dict[str, Any]:
+    """Validate every split of a dataset and collect, rather than stop at, the problems found.
+
+    A split whose JSON cannot be loaded is one problem (the loader's message names file and item); the other
+    splits are still checked. Image files in a split folder that the JSON does not list are warnings.
+    """
+    report: dict[str, Any] = {"dataset": cfg.name, "root": str(cfg.root), "splits": {}}
+    for ref in refs or split_refs(cfg):
+        entry: dict[str, Any]
+        try:
+            split_dir = cfg.split_dir(ref)
+            json_path = find_annotation_file(split_dir)
+            load_warnings: list[str] = []
+            images_dir = _split_images_dir(split_dir)
+            samples, categories = load_coco(json_path, images_dir, warnings=load_warnings)
+            check_targets(cfg.targets_of(ref), set(categories.values()), json_path)
+        except (DataError, ConfigError) as exc:
+            report["splits"][ref] = {"images": 0, "instances": 0, "overlapping_pairs": 0, "categories": {},
+                                     "problems": [str(exc)], "warnings": []}
+            continue
+        entry = {"json": str(json_path), **validate_samples(samples, check_images)}
+        listed = {s.image_path.name for s in samples}
+        for path in sorted(images_dir.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.name not in listed:
+                entry["warnings"].append(f"{path}: image file is not listed in {json_path}")
+        report["splits"][ref] = entry
+    report["problems"] = sum(len(e["problems"]) for e in report["splits"].values())
+    report["warnings"] = sum(len(e["warnings"]) for e in report["splits"].values())
+    return report
