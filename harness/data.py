@@ -83,7 +83,7 @@ def rle_counts(counts: str | bytes | Sequence[int]) -> np.ndarray:
     if chars.size == 0:
         return np.zeros(0, dtype=np.int64)
     if chars.min() < 0 or chars.max() > 63:
-        raise ValueError("compressed RLE holds characters outside the COCO alphabet ('0'..'o')")
+        raise ValueError("compressed RLE holds an invalid character (outside the COCO alphabet '0'..'o')")
     more = (chars & 0x20) != 0
     ends = np.flatnonzero(~more)
     if ends.size == 0 or ends[-1] != chars.size - 1:
