@@ -1,0 +1,167 @@
+"""`c6bench data fetch`: download the Glioma C6 archive (Zenodo record 15083188), verify, unpack, validate.
+
+This is one of the only two code paths allowed to reach the network (the other is `c6bench weights fetch`).
+The download is resumable: bytes go to ``<dest>/dataset.zip.part`` and a rerun asks the server for the rest
+with an HTTP ``Range`` header (a server that ignores it sends the whole file again, which restarts the part
+file). The finished zip is checked with `zipfile.ZipFile.testzip` (every member's CRC) before it is unpacked
+into a temporary folder and renamed to ``<dest>/dataset``, so `harness.dataset.resolve_data("auto")` never
+sees a half-unpacked dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+ZENODO_RECORD = 15083188
+DATASET_URL = f"https://zenodo.org/records/{ZENODO_RECORD}/files/dataset.zip?download=1"
+#: Seconds to wait for a connection / a read: short, so an offline machine fails fast.
+TIMEOUT_S = 20.0
+CHUNK = 1 << 20
+
+Opener = Callable[..., Any]
+
+
+def _request(url: str, offset: int) -> urllib.request.Request:
+    headers = {"User-Agent": "glioma-c6-bench"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    return urllib.request.Request(url, headers=headers)
+
+
+def _total_size(response: Any, offset: int, resumed: bool) -> int | None:
+    """Expected size of the complete file, from Content-Range (resumed) or Content-Length."""
+    content_range = response.headers.get("Content-Range") if response.headers else None
+    if resumed and content_range and "/" in content_range:
+        tail = content_range.rsplit("/", 1)[1].strip()
+        return int(tail) if tail.isdigit() else None
+    length = response.headers.get("Content-Length") if response.headers else None
+    if length and str(length).isdigit():
+        return int(length) + (offset if resumed else 0)
+    return None
+
+
+def download(url: str, part: Path, timeout: float = TIMEOUT_S, opener: Opener | None = None) -> Path:
+    """Download ``url`` into ``part``, resuming from its current size; returns ``part`` when complete."""
+    from tqdm import tqdm
+
+    opener = opener or urllib.request.urlopen
+    part.parent.mkdir(parents=True, exist_ok=True)
+    offset = part.stat().st_size if part.is_file() else 0
+    if offset:
+        logger.info("resuming %s at %d bytes", part, offset)
+    try:
+        with opener(_request(url, offset), timeout=timeout) as response:
+            status = getattr(response, "status", None) or getattr(response, "code", None)
+            resumed = offset > 0 and status == 206
+            if offset and not resumed:
+                logger.warning("the server ignored the Range request (status %s): downloading from the start",
+                               status)
+                offset = 0
+            total = _total_size(response, offset, resumed)
+            with part.open("ab" if resumed else "wb") as out, tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, desc=part.name.removesuffix(".part")
+            ) as bar:
+                while block := response.read(CHUNK):
+                    out.write(block)
+                    bar.update(len(block))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # asked for bytes past the end: the part file is already complete
+            return part
+        raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}; {part} kept for resuming") from exc
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"could not download {url} ({type(exc).__name__}: {exc}). The network is unreachable or the URL is "
+            f"gone; {part} keeps what arrived and a rerun resumes it. On an offline machine, download "
+            f"dataset.zip elsewhere and run `c6bench data fetch --zip PATH`"
+        ) from exc
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise DataError(f"{part}: download stopped at {size} of {total} bytes; run `c6bench data fetch` again "
+                        "to resume")
+    return part
+
+
+def verify_zip(path: Path) -> int:
+    """Check that ``path`` is a complete zip whose members all pass their CRC; returns the member count."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            count = len(archive.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a complete zip archive ({exc}); delete it and fetch again") from exc
+    if bad is not None:
+        raise DataError(f"{path}: member {bad!r} fails its CRC check (corrupt download); delete it and fetch again")
+    if count == 0:
+        raise DataError(f"{path}: the zip archive is empty")
+    return count
+
+
+def unpack(zip_path: Path, dest: Path) -> Path:
+    """Unpack the archive into ``dest/dataset`` (via a temporary folder, renamed at the end); returns it."""
+    from tqdm import tqdm
+
+    target = dest / "dataset"
+    staging = dest / ".unpacking"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as archive:
+        for member in tqdm(archive.infolist(), desc="unpack", unit="file"):
+            out = (staging / member.filename).resolve()
+            if not out.is_relative_to(staging.resolve()):
+                raise DataError(f"{zip_path}: member {member.filename!r} would unpack outside {staging}; refused")
+            archive.extract(member, staging)
+    # The archive holds a top-level `dataset/` folder; accept one without it too.
+    inner = staging / "dataset"
+    source = inner if (inner / "spec").is_dir() else staging
+    if not (source / "spec").is_dir():
+        found = ", ".join(sorted(p.name for p in staging.iterdir())) or "nothing"
+        raise DataError(f"{zip_path}: no spec/ folder (the Glioma C6 layout) in the archive; found {found}")
+    if target.exists():
+        shutil.rmtree(target)
+    source.rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def fetch_dataset(
+    dest: Path,
+    url: str = DATASET_URL,
+    zip_path: Path | None = None,
+    keep_zip: bool = False,
+    timeout: float = TIMEOUT_S,
+    opener: Opener | None = None,
+) -> Path:
+    """Download (or take ``zip_path``), verify and unpack Glioma C6 into ``dest/dataset``; returns that folder."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if zip_path is None:
+        final = dest / "dataset.zip"
+        if not final.is_file():
+            part = dest / "dataset.zip.part"
+            logger.info("downloading Glioma C6 (Zenodo record %d) from %s", ZENODO_RECORD, url)
+            download(url, part, timeout=timeout, opener=opener)
+            try:
+                verify_zip(part)
+            except DataError as exc:
+                part.unlink()  # a full-size but corrupt file cannot be resumed
+                raise DataError(f"{exc} (the corrupt download was deleted; run the fetch again)") from exc
+            part.replace(final)
+        zip_path = final
+    members = verify_zip(zip_path)
+    logger.info("%s: complete zip with %d members", zip_path, members)
+    root = unpack(zip_path, dest)
+    if not keep_zip and zip_path.parent.resolve() == dest.resolve():
+        zip_path.unlink()
+    logger.info("Glioma C6 unpacked to %s", root)
+    return root
