@@ -245,6 +245,8 @@ def read_image(path: Path | str) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the same user problem
         raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}); the file is corrupt") from exc
     image = np.squeeze(image)
+    if image.size == 0:
+        raise DataError(f"{path}: cannot decode image (no pixel data); the file is corrupt")
     if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[-1] not in (3, 4):
         image = np.moveaxis(image, 0, -1)
     if image.ndim == 3 and image.shape[-1] == 4:
