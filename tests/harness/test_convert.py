@@ -161,3 +161,127 @@ def test_write_yolo_dataset(tmp_path) -> None:  # noqa: ANN001
     assert png.dtype == np.uint8 and png.shape == (H, W) and png.min() == 0 and png.max() == 255
     with pytest.raises(DataError, match="not one of the YOLO classes"):
         write_yolo_dataset({"train": [sample]}, tmp_path / "bad", ["a"])
+
+
+# --------------------------------------------------------------------------------------------- real sample
+
+
+def _sample_image(sample_dir, split: str, file_name: str):  # noqa: ANN001, ANN202
+    import json
+
+    from harness.data import load_coco
+
+    path = sample_dir / "spec" / split / "annotations.coco.json"
+    samples, _ = load_coco(path)
+    sample = next(s for s in samples if s.file_name == file_name)
+    rois = [a["roi_name"] for a in json.loads(path.read_text())["annotations"] if a["image_id"] == sample.image_id]
+    return sample, rois
+
+
+def _union_area(sample: Sample) -> int:
+    canvas = np.zeros((sample.height, sample.width), dtype=bool)
+    for inst in sample.instances:
+        y0, x0, y1, x1 = inst.bbox
+        canvas[y0:y1, x0:x1] |= inst.crop
+    return int(canvas.sum())
+
+
+def test_set45_nested_cell(sample_dir) -> None:  # noqa: ANN001
+    sample, rois = _sample_image(sample_dir, "test", "set45.tif")
+    inner, outer = rois.index("0545-0489.roi"), rois.index("0549-0459.roi")
+    assert (inner, outer, len(sample.instances)) == (54, 55, 91)
+    assert (sample.instances[inner].area, sample.instances[outer].area) == (223, 3214)
+    union = _union_area(sample)
+    last = resolve_priority(sample.instances, sample.height, sample.width, rule="last")
+    # the outer cell is annotated after the inner one and covers it: painter's order hides it
+    assert len(last.instances) == 90
+    assert last.dropped == [{"order": 54, "category": "cell", "pixels": 0,
+                             "reason": "hidden: fully covered by other instances (rule last)"}]
+    for rule in ("smallest", "first"):
+        res = resolve_priority(sample.instances, sample.height, sample.width, rule=rule)
+        kept = {i.order: i for i in res.instances}
+        assert len(res.instances) == 91 and res.dropped == []
+        assert kept[54].area == 223  # nothing smaller/earlier overlaps the inner cell: it keeps every pixel
+        assert _pixels(kept[54]) & _pixels(kept[55]) == set()
+    for rule in ("last", "first", "smallest"):  # every covered pixel is labelled once or cut off with a piece
+        labels, res = label_map(sample, rule=rule)
+        assert int((labels > 0).sum()) + res.trimmed_pixels == union
+        assert labels.max() == len(res.instances)
+
+
+def _pixels(inst: Instance) -> set[tuple[int, int]]:
+    ys, xs = np.nonzero(inst.crop)
+    return set(zip((ys + inst.bbox[0]).tolist(), (xs + inst.bbox[1]).tolist(), strict=True))
+
+
+def test_set42_degenerate_roi(sample_dir) -> None:  # noqa: ANN001
+    sample, rois = _sample_image(sample_dir, "train", "set42.tif")
+    k = rois.index("0844-0443.roi")
+    assert (k, sample.instances[k].area) == (75, 1)
+    last = resolve_priority(sample.instances, sample.height, sample.width, rule="last")
+    smallest = resolve_priority(sample.instances, sample.height, sample.width, rule="smallest")
+    assert (len(last.instances), len(smallest.instances)) == (76, 76)
+    assert last.dropped[0]["reason"] == "hidden: fully covered by other instances (rule last)"
+    assert smallest.dropped == [{"order": 75, "category": "cell", "pixels": 1,
+                                 "reason": "below min_pixels=10 (1 px left, rule smallest)"}]
+    assert len(resolve_priority(sample.instances, sample.height, sample.width, "smallest", min_pixels=1).instances) == 77
+
+
+def test_overlapping_pairs_match_pycocotools_iou(sample_dir) -> None:  # noqa: ANN001
+    from pycocotools import mask as mask_utils
+
+    from harness.convert import overlapping_pairs
+    from harness.data import load_coco
+
+    samples, _ = load_coco(sample_dir / "spec" / "test" / "annotations.coco.json")
+    ours = theirs = 0
+    for sample in samples:
+        rles = []
+        for inst in sample.instances:  # one full mask at a time, encoded and dropped
+            full = np.zeros((sample.height, sample.width), dtype=np.uint8, order="F")
+            y0, x0, y1, x1 = inst.bbox
+            full[y0:y1, x0:x1] = inst.crop
+            rles.append(mask_utils.encode(full))
+        iou = mask_utils.iou(rles, rles, [0] * len(rles))
+        theirs += int((np.triu(iou, 1) > 0).sum())
+        ours += len(overlapping_pairs(sample.instances))
+    assert ours == theirs == 37
+
+
+# --------------------------------------------------------------------------------------------- fixture
+
+FIXTURE = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "glioma_mini"
+
+
+def _fixture_t1() -> Sample:
+    from harness.dataset import load_split, resolve_data
+
+    return load_split(resolve_data(FIXTURE), "spec/train")[0]
+
+
+def test_fixture_rules_exact() -> None:
+    t1 = _fixture_t1()  # A1 324, A2 256 (36 shared with A1), S1 16 inside A1, B1 100 + 16, B2 64, B3 (RLE) 60
+    assert [i.area for i in t1.instances] == [324, 256, 16, 116, 64, 60]
+    last = resolve_priority(t1.instances, t1.height, t1.width, rule="last")
+    assert areas(last) == {0: 324 - 36 - 16, 1: 256, 2: 16, 3: 100, 4: 64, 5: 60}
+    assert last.trimmed_pixels == 16 and last.dropped == []  # B1 keeps its larger part only
+    assert areas(resolve_priority(t1.instances, t1.height, t1.width, rule="smallest")) == areas(last)
+    first = resolve_priority(t1.instances, t1.height, t1.width, rule="first")
+    assert areas(first) == {0: 324, 1: 256 - 36, 3: 100, 4: 64, 5: 60}
+    assert [(d["order"], d["reason"]) for d in first.dropped] == [
+        (2, "hidden: fully covered by other instances (rule first)")]
+
+
+def test_fixture_yolo_lines(tmp_path) -> None:  # noqa: ANN001
+    from harness.dataset import as_classes, load_split, resolve_data
+
+    cfg = resolve_data(FIXTURE)
+    train = as_classes(load_split(cfg, "spec/train"), cfg, "spec/train")
+    write_yolo_dataset({"train": train}, tmp_path, list(cfg.classes))
+    lines = (tmp_path / "labels" / "train" / "t1.txt").read_text().splitlines()
+    assert [ln.split()[0] for ln in lines] == ["0", "0", "2", "1", "1", "1"]  # type_a, type_a, soma, type_b x3
+    assert len(lines[3].split()) == 1 + 2 * (4 + 4 + 2)  # two parts joined by a bridge
+    rle_ring = np.array(lines[5].split()[1:], dtype=float).reshape(-1, 2) * [64, 48]
+    _, _, back = rasterize_polygons([rle_ring], 48, 64)
+    assert int(back.sum()) == 60  # the traced RLE outline rasterises back to the same 6 x 10 pixels
+    assert (tmp_path / "labels" / "train" / "t2.txt").read_text().count("\n") == 2
