@@ -8,11 +8,11 @@ metrics' non-overlap mode) cannot. `resolve_priority` is the one place where ove
 * ``smallest`` — the smaller instance (by its own pixel area) wins, so nested shapes (a soma inside its cell)
   both survive; equal areas fall back to ``last``.
 
-The instances are painted, in the rule's order, into **one int32 canvas per image** (each paint touches only the
-instance's bounding box, never a full-image mask per instance). Each instance then keeps the pixels it still
-owns; of those only the **largest connected piece** (8-connectivity, ties → the first piece in raster order)
-is kept, and an instance left with fewer than ``min_pixels`` pixels is dropped with the reason recorded.
-Pixels cut off with a smaller piece become background (they belong to nobody).
+The instances are painted, in the rule's order, into **one int32 canvas per image** (each paint touches only
+the instance's bounding box, never a full-image mask per instance). Each instance then keeps the pixels it
+still owns; of those only the **largest connected piece** (8-connectivity, ties → the first piece in raster
+order) is kept, and an instance left with fewer than ``min_pixels`` pixels is dropped with the reason
+recorded. Pixels cut off with a smaller piece become background (they belong to nobody).
 
 The YOLO export keeps overlaps (YOLO-seg learns one polygon per instance). Polygon instances are exported from
 their own polygon parts; a multi-part annotation is **joined into one ring** by zero-width bridges (each part
@@ -90,7 +90,7 @@ def _largest_piece(crop: np.ndarray) -> np.ndarray:
 def resolve_priority(
     instances: Sequence[Instance], height: int, width: int, rule: str = "last", min_pixels: int = 10
 ) -> Resolution:
-    """Make overlapping instances disjoint by `rule` (see the module docstring); keep their order/category/score.
+    """Make overlapping instances disjoint by `rule` (module docstring); keep their order/category/score.
 
     ``dropped`` entries are ``{"order", "category", "reason", "pixels"}`` where ``pixels`` is what was left.
     """
@@ -115,27 +115,45 @@ def resolve_priority(
         owned = inst.crop & (canvas[y0:y1, x0:x1] == i + 1)
         n_owned = int(owned.sum())
         if n_owned == 0:
-            dropped.append({**record, "reason": f"hidden: fully covered by other instances (rule {rule})",
-                            "pixels": 0})
+            dropped.append(
+                {**record, "reason": f"hidden: fully covered by other instances (rule {rule})", "pixels": 0}
+            )
             continue
         piece = _largest_piece(owned)
         n_piece = int(piece.sum())
         trimmed += n_owned - n_piece
         if n_piece < min_pixels:
             detail = f"{n_piece} px left" + (f" of {inst.area}" if n_piece != inst.area else "")
-            dropped.append({**record, "reason": f"below min_pixels={min_pixels} ({detail}, rule {rule})",
-                            "pixels": n_piece})
+            dropped.append(
+                {
+                    **record,
+                    "reason": f"below min_pixels={min_pixels} ({detail}, rule {rule})",
+                    "pixels": n_piece,
+                }
+            )
             continue
         kept.append(
-            Instance.from_mask(inst.category, y0, x0, piece, height, width, order=inst.order, score=inst.score,
-                               iscrowd=inst.iscrowd, source=inst.source)
+            Instance.from_mask(
+                inst.category,
+                y0,
+                x0,
+                piece,
+                height,
+                width,
+                order=inst.order,
+                score=inst.score,
+                iscrowd=inst.iscrowd,
+                source=inst.source,
+            )
         )
     return Resolution(instances=kept, dropped=dropped, n_in=len(instances), trimmed_pixels=trimmed)
 
 
 def label_map(sample: Sample, rule: str = "last", min_pixels: int = 10) -> tuple[np.ndarray, Resolution]:
     """int32 label map of a sample (0 = background, k = k-th kept instance) and its `Resolution`."""
-    resolution = resolve_priority(sample.instances, sample.height, sample.width, rule=rule, min_pixels=min_pixels)
+    resolution = resolve_priority(
+        sample.instances, sample.height, sample.width, rule=rule, min_pixels=min_pixels
+    )
     labels = np.zeros((sample.height, sample.width), dtype=np.int32)
     for k, inst in enumerate(resolution.instances, start=1):
         y0, x0, y1, x1 = inst.bbox
@@ -165,8 +183,11 @@ def instances_from_label_map(
         value = index + 1
         crop = labels[window] == value
         score = None if scores is None or value not in scores else float(scores[value])
-        out.append(Instance.from_mask(category, window[0].start, window[1].start, crop, height, width,
-                                      order=len(out), score=score))
+        out.append(
+            Instance.from_mask(
+                category, window[0].start, window[1].start, crop, height, width, order=len(out), score=score
+            )
+        )
     return out
 
 
@@ -239,12 +260,14 @@ def _label_lines(sample: Sample, class_index: Mapping[str, int]) -> tuple[list[s
     for inst in sample.instances:
         if inst.category not in class_index:
             raise DataError(
-                f"{sample.image_path}: instance {inst.order} has category {inst.category!r}, not one of the YOLO "
-                f"classes {list(class_index)}; rename instances to the classes before exporting"
+                f"{sample.image_path}: instance {inst.order} has category {inst.category!r}, not one of the "
+                f"YOLO classes {list(class_index)}; rename instances to the classes before exporting"
             )
         ring = instance_polygon(inst)
         if len(ring) < 3:
-            logger.warning("%s: instance %d has no pixels; not written to the YOLO labels", sample.name, inst.order)
+            logger.warning(
+                "%s: instance %d has no pixels; not written to the YOLO labels", sample.name, inst.order
+            )
             skipped += 1
             continue
         xy = np.clip(ring / np.array([sample.width, sample.height], dtype=np.float64), 0.0, 1.0)
@@ -264,7 +287,7 @@ def write_yolo_dataset(splits: Mapping[str, Sequence[Sample]], out_dir: Path, cl
 
     ``images/<split>/<stem>.png`` (8-bit; 16-bit or float images percentile-normalised by `to_uint8`),
     ``labels/<split>/<stem>.txt`` (``class x1 y1 x2 y2 ...`` normalised to [0, 1], one line per instance,
-    overlaps kept). ``data.yaml`` has ``path`` (absolute), one key per split (``valid`` is written as ``val``),
+    overlaps kept). ``data.yaml`` has ``path`` (absolute), one key per split (``valid`` written as ``val``),
     and ``names``. A summary per split goes to ``export.json``.
     """
     import yaml
@@ -285,8 +308,10 @@ def write_yolo_dataset(splits: Mapping[str, Sequence[Sample]], out_dir: Path, cl
         n_lines = n_skipped = 0
         for sample in tqdm(samples, desc=f"yolo {split}", unit="img"):
             if sample.name in seen:
-                raise DataError(f"{sample.image_path}: image name {sample.name!r} also used by {seen[sample.name]} "
-                                f"in split {split!r}; YOLO files are named by stem")
+                raise DataError(
+                    f"{sample.image_path}: image name {sample.name!r} also used by {seen[sample.name]} "
+                    f"in split {split!r}; YOLO files are named by stem"
+                )
             seen[sample.name] = sample.image_path
             lines, skipped = _label_lines(sample, class_index)
             _write_png(out_dir / "images" / split / f"{sample.name}.png", to_uint8(sample.load_image()))
@@ -299,13 +324,16 @@ def write_yolo_dataset(splits: Mapping[str, Sequence[Sample]], out_dir: Path, cl
     data_yaml = out_dir / "data.yaml"
     data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
     (out_dir / "export.json").write_text(json.dumps({"classes": classes, "splits": summary}, indent=2) + "\n")
-    logger.info("YOLO dataset written to %s (%s)", out_dir,
-                ", ".join(f"{s}: {v['images']} images, {v['instances']} instances" for s, v in summary.items()))
+    logger.info(
+        "YOLO dataset written to %s (%s)",
+        out_dir,
+        ", ".join(f"{s}: {v['images']} images, {v['instances']} instances" for s, v in summary.items()),
+    )
     return data_yaml
 
 
 def overlapping_pairs(instances: Sequence[Instance]) -> list[tuple[int, int]]:
-    """Index pairs ``(i, j)``, ``i < j``, of instances sharing at least one pixel (bbox prefilter + crop AND)."""
+    """Pairs ``(i, j)``, ``i < j``, of instances sharing at least one pixel (bbox prefilter + crop AND)."""
     live = [k for k, inst in enumerate(instances) if inst.area > 0]
     if len(live) < 2:
         return []

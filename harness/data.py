@@ -36,7 +36,9 @@ BBox = tuple[int, int, int, int]
 # --------------------------------------------------------------------------------------------- raster
 
 
-def rasterize_polygons(polygons: Sequence[np.ndarray], height: int, width: int) -> tuple[int, int, np.ndarray]:
+def rasterize_polygons(
+    polygons: Sequence[np.ndarray], height: int, width: int
+) -> tuple[int, int, np.ndarray]:
     """Rasterise polygon parts (each ``(K, 2)`` x, y) to a tight crop: returns ``(y0, x0, crop)``.
 
     Pixel-centre rule, clipped to the image. An empty result is ``(0, 0, zeros((0, 0)))``.
@@ -72,9 +74,9 @@ def tighten(y0: int, x0: int, crop: np.ndarray) -> tuple[int, int, np.ndarray]:
 def rle_counts(counts: str | bytes | Sequence[int]) -> np.ndarray:
     """Run lengths of a COCO RLE ``counts`` (compressed string or plain list) as int64.
 
-    The compressed form (COCO ``maskApi``: 6-bit chars offset by 48, 5 data bits + a continuation bit per char,
-    the last char's bit 4 is the sign, and from the 4th run on each value is a delta to the run two back) is
-    decoded with vectorised numpy, so no full-image mask is ever built.
+    The compressed form (COCO ``maskApi``: 6-bit chars offset by 48, 5 data bits + a continuation bit
+    per char, the last char's bit 4 is the sign, and from the 4th run on each value is a delta to the run
+    two back) is decoded with vectorised numpy, so no full-image mask is ever built.
     """
     if not isinstance(counts, (str, bytes)):
         return np.asarray(counts, dtype=np.int64)
@@ -115,7 +117,9 @@ def rle_to_crop(rle: dict[str, Any], height: int, width: int) -> tuple[int, int,
         raise DataError("RLE counts decode to a negative run length; the RLE is corrupt")
     total = int(runs.sum())
     if total != height * width:
-        raise DataError(f"RLE runs cover {total} pixels but the image has {height}x{width} = {height * width}")
+        raise DataError(
+            f"RLE runs cover {total} pixels but the image has {height}x{width} = {height * width}"
+        )
     ends = np.cumsum(runs)
     begins = ends - runs
     fg = (np.arange(runs.size) % 2 == 1) & (runs > 0)
@@ -212,8 +216,9 @@ class Sample:
         image = read_image(self.image_path)
         if image.shape[:2] != (self.height, self.width):
             raise DataError(
-                f"{self.image_path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but the annotations say "
-                f"{self.width}x{self.height}; fix the 'width'/'height' of image id {self.image_id} or the image"
+                f"{self.image_path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but the annotations "
+                f"say {self.width}x{self.height}; fix the 'width'/'height' of image id {self.image_id} "
+                "or the image"
             )
         return image
 
@@ -243,7 +248,9 @@ def read_image(path: Path | str) -> np.ndarray:
             with Image.open(path) as handle:
                 image = np.asarray(handle)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the same user problem
-        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}); the file is corrupt") from exc
+        raise DataError(
+            f"{path}: cannot decode image ({type(exc).__name__}: {exc}); the file is corrupt"
+        ) from exc
     image = np.squeeze(image)
     if image.size == 0:
         raise DataError(f"{path}: cannot decode image (no pixel data); the file is corrupt")
@@ -294,15 +301,17 @@ def _read_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); not a COCO JSON") from exc
+        raise DataError(
+            f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); not a COCO JSON"
+        ) from exc
     if not text.strip():
         raise DataError(f"{path}: annotation file is empty (0 bytes of JSON); re-download or re-export it")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); the file is truncated "
-            "or not a COCO file"
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); the file is "
+            "truncated or not a COCO file"
         ) from exc
 
 
@@ -342,8 +351,10 @@ def _polygon_parts(
         overshoot = max(overshoot, out)
         parts.append(pts)
     if overshoot > 0 and warnings is not None:
-        warnings.append(f"{where}: vertices up to {overshoot:g} px outside the {width}x{height} image "
-                        "(clipped at the border)")
+        warnings.append(
+            f"{where}: vertices up to {overshoot:g} px outside the {width}x{height} image "
+            "(clipped at the border)"
+        )
     return tuple(parts)
 
 
@@ -366,8 +377,10 @@ def _rle(seg: dict[str, Any], where: str, height: int, width: int) -> dict[str, 
     if runs.size and runs.min() < 0:
         raise DataError(f"{where}: RLE counts decode to a negative run length; the RLE is corrupt")
     if int(runs.sum()) != height * width:
-        raise DataError(f"{where}: RLE runs cover {int(runs.sum())} pixels, the {width}x{height} image has "
-                        f"{height * width}; the RLE is truncated or belongs to another image size")
+        raise DataError(
+            f"{where}: RLE runs cover {int(runs.sum())} pixels, the {width}x{height} image has "
+            f"{height * width}; the RLE is truncated or belongs to another image size"
+        )
     return {"size": [height, width], "counts": counts}
 
 
@@ -376,8 +389,8 @@ def parse_segmentation(
 ) -> dict[str, Any]:
     """Validate one COCO segmentation; returns ``{"polygons": ...}`` or ``{"rle": ...}`` for `Instance`.
 
-    Problems that make the geometry unusable raise `DataError` naming ``where``; tolerable ones (vertices up to
-    `OUTSIDE_TOLERANCE` px outside the image) are appended to ``warnings`` when given.
+    Problems that make the geometry unusable raise `DataError` naming ``where``; tolerable ones (vertices up
+    to `OUTSIDE_TOLERANCE` px outside the image) are appended to ``warnings`` when given.
     """
     if isinstance(seg, dict):
         return {"rle": _rle(seg, where, height, width)}
@@ -390,8 +403,10 @@ def _categories(data: dict[str, Any], json_path: Path) -> dict[int, str]:
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise DataError(f"{json_path}: categories[{k}] ({cat!r}) needs 'id' and 'name'")
         if cat["id"] in categories:
-            raise DataError(f"{json_path}: categories[{k}]: duplicate category id {cat['id']} "
-                            f"({categories[cat['id']]!r} and {cat['name']!r})")
+            raise DataError(
+                f"{json_path}: categories[{k}]: duplicate category id {cat['id']} "
+                f"({categories[cat['id']]!r} and {cat['name']!r})"
+            )
         categories[cat["id"]] = str(cat["name"])
     return categories
 
@@ -402,23 +417,35 @@ def _images(data: dict[str, Any], json_path: Path) -> dict[Any, dict[str, Any]]:
     for k, img in enumerate(data["images"]):
         if not isinstance(img, dict):
             raise DataError(f"{json_path}: images[{k}] is {type(img).__name__}, not an object")
-        where = f"{json_path}: image id {img.get('id', '?')} (images[{k}], file {img.get('file_name', '?')!r})"
+        where = (
+            f"{json_path}: image id {img.get('id', '?')} (images[{k}], file {img.get('file_name', '?')!r})"
+        )
         missing = [key for key in ("id", "file_name", "width", "height") if key not in img]
         if missing:
-            raise DataError(f"{where}: missing key(s) {', '.join(missing)}; image entries need "
-                            "'id', 'file_name', 'width', 'height'")
+            raise DataError(
+                f"{where}: missing key(s) {', '.join(missing)}; image entries need "
+                "'id', 'file_name', 'width', 'height'"
+            )
         if img["id"] in images:
-            raise DataError(f"{where}: duplicate image id {img['id']} (also {images[img['id']]['file_name']!r}); "
-                            "image ids must be unique")
+            raise DataError(
+                f"{where}: duplicate image id {img['id']} (also {images[img['id']]['file_name']!r}); "
+                "image ids must be unique"
+            )
         if not isinstance(img["file_name"], str) or not img["file_name"]:
             raise DataError(f"{where}: 'file_name' must be a non-empty string")
         if img["file_name"] in names:
-            raise DataError(f"{where}: file {img['file_name']!r} is listed twice (also image id "
-                            f"{names[img['file_name']]})")
-        if not all(isinstance(img[key], int) and not isinstance(img[key], bool) and img[key] > 0
-                   for key in ("width", "height")):
-            raise DataError(f"{where}: 'width' and 'height' must be positive integers, got "
-                            f"{img['width']!r} x {img['height']!r}")
+            raise DataError(
+                f"{where}: file {img['file_name']!r} is listed twice (also image id "
+                f"{names[img['file_name']]})"
+            )
+        if not all(
+            isinstance(img[key], int) and not isinstance(img[key], bool) and img[key] > 0
+            for key in ("width", "height")
+        ):
+            raise DataError(
+                f"{where}: 'width' and 'height' must be positive integers, got "
+                f"{img['width']!r} x {img['height']!r}"
+            )
         images[img["id"]] = img
         names[img["file_name"]] = img["id"]
     return images
@@ -438,7 +465,9 @@ def load_coco(
     json_path = Path(json_path)
     data = _read_json(json_path)
     if not isinstance(data, dict):
-        raise DataError(f"{json_path}: top level must be a JSON object with 'images', 'annotations', 'categories'")
+        raise DataError(
+            f"{json_path}: top level must be a JSON object with 'images', 'annotations', 'categories'"
+        )
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             state = "missing" if key not in data else f"not a list ({type(data[key]).__name__})"
@@ -458,8 +487,10 @@ def load_coco(
         where = f"{json_path}: annotation id {ann_id}" + (f" (image {img['file_name']!r})" if img else "")
         missing = [key for key in ("image_id", "category_id", "segmentation") if key not in ann]
         if missing:
-            raise DataError(f"{where}: missing key(s) {', '.join(missing)}; annotations need "
-                            "'image_id', 'category_id', 'segmentation'")
+            raise DataError(
+                f"{where}: missing key(s) {', '.join(missing)}; annotations need "
+                "'image_id', 'category_id', 'segmentation'"
+            )
         if "id" in ann:
             if ann_id in seen_ann:
                 raise DataError(f"{where}: duplicate annotation id {ann_id}")
@@ -471,8 +502,9 @@ def load_coco(
                 f"{where}: unknown category id {ann['category_id']!r}; known ids: "
                 f"{', '.join(f'{k} ({v})' for k, v in sorted(categories.items(), key=lambda kv: str(kv[0])))}"
             )
-        geometry = parse_segmentation(ann["segmentation"], where, img["height"], img["width"],
-                                      per_image_warnings[img["id"]])
+        geometry = parse_segmentation(
+            ann["segmentation"], where, img["height"], img["width"], per_image_warnings[img["id"]]
+        )
         score = ann.get("score")
         if score is not None and (not _is_number(score) or not math.isfinite(score)):
             raise DataError(f"{where}: 'score' must be a finite number, got {score!r}")

@@ -75,8 +75,10 @@ def load_dataset_config(path: Path | str, root: Path | str | None = None) -> Dat
     """Read and validate a dataset YAML; ``root`` overrides the YAML's data root."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: dataset config not found; shipped ones: "
-                          f"{', '.join(p.name for p in sorted((CONFIG_DIR / 'datasets').glob('*.yaml')))}")
+        raise ConfigError(
+            f"{path}: dataset config not found; shipped ones: "
+            f"{', '.join(p.name for p in sorted((CONFIG_DIR / 'datasets').glob('*.yaml')))}"
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -90,9 +92,13 @@ def load_dataset_config(path: Path | str, root: Path | str | None = None) -> Dat
         if not isinstance(part, dict):
             raise ConfigError(f"{where} must be a mapping with 'splits' and 'targets'")
         _check_keys(part, _PART_KEYS, _PART_KEYS, where)
-        targets = {str(t): tuple(str(c) for c in _as_list(cats, f"{where}.targets.{t}"))
-                   for t, cats in part["targets"].items()}
-        parts[str(part_name)] = Part(splits={str(k): str(v) for k, v in part["splits"].items()}, targets=targets)
+        targets = {
+            str(t): tuple(str(c) for c in _as_list(cats, f"{where}.targets.{t}"))
+            for t, cats in part["targets"].items()
+        }
+        parts[str(part_name)] = Part(
+            splits={str(k): str(v) for k, v in part["splits"].items()}, targets=targets
+        )
     data_root = Path(root) if root is not None else Path(raw["root"])
     if not data_root.is_absolute():
         data_root = (REPO_ROOT / data_root) if root is None else data_root.resolve()
@@ -109,13 +115,17 @@ def load_dataset_config(path: Path | str, root: Path | str | None = None) -> Dat
     for ref in (cfg.train, cfg.valid, *cfg.evaluate):
         part, split = _split_ref(ref)
         if part not in parts or split not in parts[part].splits:
-            raise ConfigError(f"{path}: split {ref!r} is not defined under parts; defined: "
-                              f"{', '.join(f'{p}/{s}' for p, v in parts.items() for s in v.splits)}")
+            raise ConfigError(
+                f"{path}: split {ref!r} is not defined under parts; defined: "
+                f"{', '.join(f'{p}/{s}' for p, v in parts.items() for s in v.splits)}"
+            )
     train_targets = cfg.targets_of(cfg.train)
     for cls in cfg.classes:
         if cls not in train_targets:
-            raise ConfigError(f"{path}: class {cls!r} is not a target of the training part; "
-                              f"targets: {', '.join(train_targets)}")
+            raise ConfigError(
+                f"{path}: class {cls!r} is not a target of the training part; "
+                f"targets: {', '.join(train_targets)}"
+            )
     return cfg
 
 
@@ -130,7 +140,9 @@ def _as_list(value: Any, where: str) -> list[Any]:
 def _check_keys(raw: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
     missing = sorted(required - set(raw))
     if missing:
         raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
@@ -155,9 +167,14 @@ def resolve_data(data: str | Path) -> DatasetConfig:
         if root is not None:
             logger.info("using Glioma C6 at %s", root)
             return load_dataset_config(glioma_yaml, root=root)
-        reason = ("holds no spec/ part (an interrupted download? run `c6bench data fetch` again)"
-                  if GLIOMA_ROOT.is_dir() else "is absent (get the dataset with `c6bench data fetch`)")
-        logger.warning("Glioma C6 not found: %s %s; running on the bundled sample data/sample", GLIOMA_ROOT, reason)
+        reason = (
+            "holds no spec/ part (an interrupted download? run `c6bench data fetch` again)"
+            if GLIOMA_ROOT.is_dir()
+            else "is absent (get the dataset with `c6bench data fetch`)"
+        )
+        logger.warning(
+            "Glioma C6 not found: %s %s; running on the bundled sample data/sample", GLIOMA_ROOT, reason
+        )
         return load_dataset_config(CONFIG_DIR / "datasets" / "sample.yaml")
     named = CONFIG_DIR / "datasets" / f"{text}.yaml"
     if named.is_file():
@@ -172,11 +189,15 @@ def resolve_data(data: str | Path) -> DatasetConfig:
                 return cfg
         root = glioma_layout_root(path)
         if root is None:
-            raise ConfigError(f"--data {text!r}: folder has neither dataset/spec/ nor spec/ (the Glioma C6 layout)")
+            raise ConfigError(
+                f"--data {text!r}: folder has neither dataset/spec/ nor spec/ (the Glioma C6 layout)"
+            )
         return load_dataset_config(glioma_yaml, root=root)
-    raise ConfigError(f"--data {text!r}: not 'auto', a shipped dataset name "
-                      f"({', '.join(p.stem for p in sorted((CONFIG_DIR / 'datasets').glob('*.yaml')))}), "
-                      "a dataset YAML or a folder")
+    raise ConfigError(
+        f"--data {text!r}: not 'auto', a shipped dataset name "
+        f"({', '.join(p.stem for p in sorted((CONFIG_DIR / 'datasets').glob('*.yaml')))}), "
+        "a dataset YAML or a folder"
+    )
 
 
 def find_annotation_file(split_dir: Path) -> Path:
@@ -214,7 +235,10 @@ def check_targets(targets: dict[str, Sequence[str]], present: set[str], json_pat
 def select(samples: Iterable[Sample], categories: Sequence[str], as_name: str) -> list[Sample]:
     """Keep only instances of `categories`, renamed to `as_name` (one target, or one class)."""
     wanted = set(categories)
-    return [s.with_instances(i.with_category(as_name) for i in s.instances if i.category in wanted) for s in samples]
+    return [
+        s.with_instances(i.with_category(as_name) for i in s.instances if i.category in wanted)
+        for s in samples
+    ]
 
 
 def as_classes(samples: Iterable[Sample], cfg: DatasetConfig, ref: str) -> list[Sample]:
@@ -280,7 +304,9 @@ def validate_samples(samples: Sequence[Sample], check_images: bool = True) -> di
     }
 
 
-def validate(cfg: DatasetConfig, refs: Sequence[str] | None = None, check_images: bool = True) -> dict[str, Any]:
+def validate(
+    cfg: DatasetConfig, refs: Sequence[str] | None = None, check_images: bool = True
+) -> dict[str, Any]:
     """Validate every split of a dataset and collect, rather than stop at, the problems found.
 
     A split whose JSON cannot be loaded is one problem (the loader's message names file and item); the other
@@ -297,8 +323,14 @@ def validate(cfg: DatasetConfig, refs: Sequence[str] | None = None, check_images
             samples, categories = load_coco(json_path, images_dir, warnings=load_warnings)
             check_targets(cfg.targets_of(ref), set(categories.values()), json_path)
         except (DataError, ConfigError) as exc:
-            report["splits"][ref] = {"images": 0, "instances": 0, "overlapping_pairs": 0, "categories": {},
-                                     "problems": [str(exc)], "warnings": []}
+            report["splits"][ref] = {
+                "images": 0,
+                "instances": 0,
+                "overlapping_pairs": 0,
+                "categories": {},
+                "problems": [str(exc)],
+                "warnings": [],
+            }
             continue
         entry = {"json": str(json_path), **validate_samples(samples, check_images)}
         listed = {s.image_path.name for s in samples}

@@ -15,6 +15,7 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,30 +66,45 @@ def download(url: str, part: Path, timeout: float = TIMEOUT_S, opener: Opener | 
             status = getattr(response, "status", None) or getattr(response, "code", None)
             resumed = offset > 0 and status == 206
             if offset and not resumed:
-                logger.warning("the server ignored the Range request (status %s): downloading from the start",
-                               status)
+                logger.warning(
+                    "the server ignored the Range request (status %s): downloading from the start", status
+                )
                 offset = 0
             total = _total_size(response, offset, resumed)
-            with part.open("ab" if resumed else "wb") as out, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, desc=part.name.removesuffix(".part")
-            ) as bar:
+            with (
+                part.open("ab" if resumed else "wb") as out,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    desc=part.name.removesuffix(".part"),
+                ) as bar,
+            ):
                 while block := response.read(CHUNK):
                     out.write(block)
                     bar.update(len(block))
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # asked for bytes past the end: the part file is already complete
             return part
-        raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}; {part} kept for resuming") from exc
-    except (OSError, ValueError) as exc:
         raise DataError(
-            f"could not download {url} ({type(exc).__name__}: {exc}). The network is unreachable or the URL is "
-            f"gone; {part} keeps what arrived and a rerun resumes it. On an offline machine, download "
-            f"dataset.zip elsewhere and run `c6bench data fetch --zip PATH`"
+            f"download of {url} failed: HTTP {exc.code} {exc.reason}; {part} kept for resuming"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        have = part.stat().st_size if part.is_file() else 0
+        kept = f"{part} keeps the {have} bytes that arrived and a rerun resumes; " if have else ""
+        if not have:
+            part.unlink(missing_ok=True)
+        raise DataError(
+            f"could not download {url} ({type(exc).__name__}: {exc}). The network is unreachable or the URL "
+            f"is gone; {kept}on an offline machine, download dataset.zip elsewhere and run "
+            "`c6bench data fetch --zip PATH`"
         ) from exc
     size = part.stat().st_size
     if total is not None and size != total:
-        raise DataError(f"{part}: download stopped at {size} of {total} bytes; run `c6bench data fetch` again "
-                        "to resume")
+        raise DataError(
+            f"{part}: download stopped at {size} of {total} bytes; run `c6bench data fetch` again to resume"
+        )
     return part
 
 
@@ -98,10 +114,12 @@ def verify_zip(path: Path) -> int:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
             count = len(archive.infolist())
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: not a complete zip archive ({exc}); delete it and fetch again") from exc
     if bad is not None:
-        raise DataError(f"{path}: member {bad!r} fails its CRC check (corrupt download); delete it and fetch again")
+        raise DataError(
+            f"{path}: member {bad!r} fails its CRC check (corrupt download); delete it and fetch again"
+        )
     if count == 0:
         raise DataError(f"{path}: the zip archive is empty")
     return count
@@ -119,7 +137,9 @@ def unpack(zip_path: Path, dest: Path) -> Path:
         for member in tqdm(archive.infolist(), desc="unpack", unit="file"):
             out = (staging / member.filename).resolve()
             if not out.is_relative_to(staging.resolve()):
-                raise DataError(f"{zip_path}: member {member.filename!r} would unpack outside {staging}; refused")
+                raise DataError(
+                    f"{zip_path}: member {member.filename!r} would unpack outside {staging}; refused"
+                )
             archive.extract(member, staging)
     # The archive holds a top-level `dataset/` folder; accept one without it too.
     inner = staging / "dataset"
@@ -142,9 +162,21 @@ def fetch_dataset(
     timeout: float = TIMEOUT_S,
     opener: Opener | None = None,
 ) -> Path:
-    """Download (or take ``zip_path``), verify and unpack Glioma C6 into ``dest/dataset``; returns that folder."""
+    """Download (or take ``zip_path``), verify and unpack Glioma C6 into ``dest/dataset``; returns it."""
     dest = Path(dest)
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fetch_into(dest, url, zip_path, keep_zip, timeout, opener)
+    except DataError:
+        if created and not any(dest.iterdir()):
+            dest.rmdir()  # no empty data/glioma_c6 left: `--data auto` would take it for a broken download
+        raise
+
+
+def _fetch_into(
+    dest: Path, url: str, zip_path: Path | None, keep_zip: bool, timeout: float, opener: Opener | None
+) -> Path:
     if zip_path is None:
         final = dest / "dataset.zip"
         if not final.is_file():

@@ -1,4 +1,4 @@
-"""`c6bench data validate|convert|fetch`: check a dataset, export label maps or a YOLO tree, download Glioma C6.
+"""`c6bench data validate|convert|fetch`: check a dataset, export label maps or YOLO, download Glioma C6.
 
 `--data` takes what `harness.dataset.resolve_data` takes: ``auto``, ``sample``, ``glioma_c6``, a dataset YAML
 or a folder. `validate` exits 1 when it found problems (0 when only warnings); bad arguments exit 2.
@@ -37,19 +37,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--coco", type=Path, help="a COCO instances JSON")
     src.add_argument("--data", help="auto | sample | glioma_c6 | dataset YAML | folder (with --split)")
     conv.add_argument("--images", type=Path, help="image folder for --coco (default: next to the JSON)")
-    conv.add_argument("--split", action="append",
-                      help="part/split of --data (labelmaps: exactly one; yolo: repeatable, default train + valid)")
+    conv.add_argument(
+        "--split",
+        action="append",
+        help="part/split of --data (labelmaps: exactly one; yolo: repeatable, default train + valid)",
+    )
     conv.add_argument("--split-name", default="train", help="YOLO split name for --coco (default train)")
     conv.add_argument("--to", choices=("labelmaps", "yolo"), required=True)
-    conv.add_argument("--priority", choices=("last", "first", "smallest"), default="last",
-                      help="overlap rule for label maps (default last = annotation order)")
+    conv.add_argument(
+        "--priority",
+        choices=("last", "first", "smallest"),
+        default="last",
+        help="overlap rule for label maps (default last = annotation order)",
+    )
     conv.add_argument("--min-pixels", type=int, default=10, help="drop instances left smaller (default 10)")
     conv.add_argument("--categories", nargs="+", help="category names to keep (comma or space separated)")
     conv.add_argument("--target", help="with --data: keep a target's categories, renamed to the target")
     conv.add_argument("--out", type=Path, required=True, help="output folder")
     conv.set_defaults(func=run_convert)
 
-    fetch = actions.add_parser("fetch", help="download Glioma C6 (Zenodo 15083188) into data/glioma_c6 (network)")
+    fetch = actions.add_parser(
+        "fetch", help="download Glioma C6 (Zenodo 15083188) into data/glioma_c6 (network)"
+    )
     fetch.add_argument("--dest", type=Path, default=None, help="target folder (default data/glioma_c6)")
     fetch.add_argument("--url", default=None, help="archive URL (default: the Zenodo dataset.zip)")
     fetch.add_argument("--zip", type=Path, default=None, help="use an already downloaded dataset.zip instead")
@@ -66,10 +75,19 @@ def format_report(report: dict[str, Any]) -> str:
     rows = [("split", "category", "images", "instances", "overlapping pairs", "empty")]
     for ref, entry in report["splits"].items():
         for cat, row in entry["categories"].items():
-            rows.append((ref, cat, str(row["images"]), str(row["instances"]), str(row["overlapping_pairs"]),
-                         str(row["empty"])))
-        rows.append((ref, "(all)", str(entry["images"]), str(entry["instances"]), str(entry["overlapping_pairs"]),
-                     ""))
+            rows.append(
+                (
+                    ref,
+                    cat,
+                    str(row["images"]),
+                    str(row["instances"]),
+                    str(row["overlapping_pairs"]),
+                    str(row["empty"]),
+                )
+            )
+        rows.append(
+            (ref, "(all)", str(entry["images"]), str(entry["instances"]), str(entry["overlapping_pairs"]), "")
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"dataset {report['dataset']} at {report['root']}"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -108,8 +126,10 @@ def _filter(samples: list[Any], categories: Sequence[str] | None, present: set[s
         return samples
     unknown = [c for c in categories if c not in present]
     if unknown:
-        raise ConfigError(f"--categories {', '.join(map(repr, unknown))} not found in {where}; names present: "
-                          f"{', '.join(map(repr, sorted(present)))}")
+        raise ConfigError(
+            f"--categories {', '.join(map(repr, unknown))} not found in {where}; names present: "
+            f"{', '.join(map(repr, sorted(present)))}"
+        )
     wanted = set(categories)
     return [s.with_instances(i for i in s.instances if i.category in wanted) for s in samples]
 
@@ -134,8 +154,10 @@ def _from_data(args: argparse.Namespace, warnings: list[str]) -> tuple[dict[str,
     cfg = resolve_data(args.data)
     refs = args.split or ([cfg.train, cfg.valid] if args.to == "yolo" else None)
     if not refs or (args.to == "labelmaps" and len(refs) != 1):
-        raise ConfigError("--to labelmaps with --data needs exactly one --split part/split "
-                          f"(defined: {', '.join(f'{p}/{s}' for p, v in cfg.parts.items() for s in v.splits)})")
+        raise ConfigError(
+            "--to labelmaps with --data needs exactly one --split part/split "
+            f"(defined: {', '.join(f'{p}/{s}' for p, v in cfg.parts.items() for s in v.splits)})"
+        )
     wanted = _names(args.categories)
     if wanted and args.target:
         raise ConfigError("give --categories or --target, not both")
@@ -148,7 +170,9 @@ def _from_data(args: argparse.Namespace, warnings: list[str]) -> tuple[dict[str,
         if args.target:
             targets = cfg.targets_of(ref)
             if args.target not in targets:
-                raise ConfigError(f"--target {args.target!r} is not defined for {ref}; targets: {', '.join(targets)}")
+                raise ConfigError(
+                    f"--target {args.target!r} is not defined for {ref}; targets: {', '.join(targets)}"
+                )
             samples, classes = select(samples, targets[args.target], args.target), [args.target]
         elif wanted:
             samples, classes = _filter(samples, wanted, present | _all_categories(cfg, ref), ref), wanted
@@ -182,8 +206,11 @@ def write_label_maps(samples: Sequence[Any], out: Path, rule: str, min_pixels: i
         if name in images:
             raise ConfigError(f"{sample.image_path}: two images share the stem {sample.name!r}")
         tifffile.imwrite(out / name, labels.astype(dtype), compression="zlib")
-        images[name] = {"image": str(sample.image_path), **resolution.summary(),
-                        "warnings": list(sample.extra.get("warnings", ()))}
+        images[name] = {
+            "image": str(sample.image_path),
+            **resolution.summary(),
+            "warnings": list(sample.extra.get("warnings", ())),
+        }
     return images
 
 
@@ -198,13 +225,17 @@ def run_convert(args: argparse.Namespace) -> int:
         data_yaml = write_yolo_dataset(splits, args.out, classes)
         summary = json.loads((args.out / "export.json").read_text())
         for split, row in summary["splits"].items():
-            sys.stdout.write(f"{split}: {row['images']} images, {row['instances']} instances "
-                             f"({row['skipped_empty']} empty skipped)\n")
+            sys.stdout.write(
+                f"{split}: {row['images']} images, {row['instances']} instances "
+                f"({row['skipped_empty']} empty skipped)\n"
+            )
         sys.stdout.write(f"warnings: {len(warnings)}\n{data_yaml}\n")
         return 0
-    (split, samples), = splits.items()
+    ((split, samples),) = splits.items()
     images = write_label_maps(samples, args.out, args.priority, args.min_pixels)
-    totals = {key: sum(v[key] for v in images.values()) for key in ("in", "kept", "dropped", "trimmed_pixels")}
+    totals = {
+        key: sum(v[key] for v in images.values()) for key in ("in", "kept", "dropped", "trimmed_pixels")
+    }
     record = {
         "source": str(args.coco or f"{args.data} {split}"),
         "rule": args.priority,
@@ -214,12 +245,16 @@ def run_convert(args: argparse.Namespace) -> int:
         "images": images,
     }
     (args.out / "conversion.json").write_text(json.dumps(record, indent=2) + "\n")
-    sys.stdout.write(f"{len(images)} label maps in {args.out} (rule {args.priority}, min_pixels {args.min_pixels}): "
-                     f"{totals['in']} instances in, {totals['kept']} kept, {totals['dropped']} dropped; "
-                     f"warnings: {len(warnings)}\n")
+    sys.stdout.write(
+        f"{len(images)} label maps in {args.out} (rule {args.priority}, min_pixels {args.min_pixels}): "
+        f"{totals['in']} instances in, {totals['kept']} kept, {totals['dropped']} dropped; "
+        f"warnings: {len(warnings)}\n"
+    )
     for name, row in images.items():
         for drop in row["dropped_detail"]:
-            sys.stdout.write(f"  {name}: instance {drop['order']} ({drop['category']}) dropped: {drop['reason']}\n")
+            sys.stdout.write(
+                f"  {name}: instance {drop['order']} ({drop['category']}) dropped: {drop['reason']}\n"
+            )
     return 0
 
 
@@ -231,8 +266,13 @@ def run_fetch(args: argparse.Namespace) -> int:
     from harness.dataset import GLIOMA_ROOT, resolve_data, validate
 
     dest = args.dest or GLIOMA_ROOT
-    root = fetch.fetch_dataset(dest, url=args.url or fetch.DATASET_URL, zip_path=args.zip, keep_zip=args.keep_zip,
-                               timeout=args.timeout or fetch.TIMEOUT_S)
+    root = fetch.fetch_dataset(
+        dest,
+        url=args.url or fetch.DATASET_URL,
+        zip_path=args.zip,
+        keep_zip=args.keep_zip,
+        timeout=args.timeout or fetch.TIMEOUT_S,
+    )
     sys.stdout.write(f"Glioma C6 unpacked to {root}\n")
     report = validate(resolve_data(root))
     sys.stdout.write(format_report(report))

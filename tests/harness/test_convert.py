@@ -43,8 +43,10 @@ def nested(small_first: bool) -> list[Instance]:
     return [poly(0, small), poly(1, big)] if small_first else [poly(0, big), poly(1, small)]
 
 
-@pytest.mark.parametrize(("rule", "expected"), [("last", {0: 75, 1: 100}), ("first", {0: 100, 1: 75}),
-                                                ("smallest", {0: 75, 1: 100})])
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [("last", {0: 75, 1: 100}), ("first", {0: 100, 1: 75}), ("smallest", {0: 75, 1: 100})],
+)
 def test_overlapping_squares(rule: str, expected: dict[int, int]) -> None:
     res = resolve_priority(overlapping_squares(), H, W, rule=rule)
     assert areas(res) == expected
@@ -54,8 +56,14 @@ def test_overlapping_squares(rule: str, expected: dict[int, int]) -> None:
 def test_nested_small_annotated_first() -> None:
     last = resolve_priority(nested(small_first=True), H, W, rule="last")
     assert areas(last) == {1: 400}
-    assert last.dropped == [{"order": 0, "category": "cell", "pixels": 0,
-                             "reason": "hidden: fully covered by other instances (rule last)"}]
+    assert last.dropped == [
+        {
+            "order": 0,
+            "category": "cell",
+            "pixels": 0,
+            "reason": "hidden: fully covered by other instances (rule last)",
+        }
+    ]
     assert areas(resolve_priority(nested(small_first=True), H, W, rule="smallest")) == {0: 16, 1: 384}
     assert areas(resolve_priority(nested(small_first=True), H, W, rule="first")) == {0: 16, 1: 384}
 
@@ -80,8 +88,9 @@ def test_min_pixels_drop_is_counted() -> None:
     big = poly(1, rect(0, 0, 10, 10))
     res = resolve_priority([tiny, big], H, W, rule="last", min_pixels=10)
     assert areas(res) == {1: 100}
-    assert res.dropped == [{"order": 0, "category": "cell", "pixels": 9,
-                            "reason": "below min_pixels=10 (9 px left, rule last)"}]
+    assert res.dropped == [
+        {"order": 0, "category": "cell", "pixels": 9, "reason": "below min_pixels=10 (9 px left, rule last)"}
+    ]
     assert areas(resolve_priority([tiny, big], H, W, min_pixels=9)) == {0: 9, 1: 100}
     # partly covered and then too small: 10 px, 6 of them hidden -> 4 left
     part = resolve_priority([poly(0, rect(0, 0, 10, 1)), poly(1, rect(4, 0, 10, 5))], H, W, min_pixels=5)
@@ -144,13 +153,19 @@ def test_write_yolo_dataset(tmp_path) -> None:  # noqa: ANN001
     image = np.arange(H * W, dtype=np.uint16).reshape(H, W) * 30
     path = tmp_path / "img.tif"
     tifffile.imwrite(path, image)
-    instances = (poly(0, rect(0, 0, 10, 10), rect(20, 0, 24, 4), category="a"),
-                 poly(1, rect(5, 5, 15, 15), category="b"))
+    instances = (
+        poly(0, rect(0, 0, 10, 10), rect(20, 0, 24, 4), category="a"),
+        poly(1, rect(5, 5, 15, 15), category="b"),
+    )
     sample = Sample(image_path=path, height=H, width=W, instances=instances, file_name="img.tif")
     data_yaml = write_yolo_dataset({"train": [sample], "valid": [sample]}, tmp_path / "yolo", ["a", "b"])
     data = yaml.safe_load(data_yaml.read_text())
-    assert data == {"path": str((tmp_path / "yolo").resolve()), "train": "images/train", "val": "images/valid",
-                    "names": {0: "a", 1: "b"}}
+    assert data == {
+        "path": str((tmp_path / "yolo").resolve()),
+        "train": "images/train",
+        "val": "images/valid",
+        "names": {0: "a", 1: "b"},
+    }
     lines = (tmp_path / "yolo" / "labels" / "train" / "img.txt").read_text().splitlines()
     assert [ln.split()[0] for ln in lines] == ["0", "1"]
     assert len(lines[0].split()) == 1 + 2 * 10 and len(lines[1].split()) == 1 + 2 * 4
@@ -174,7 +189,9 @@ def _sample_image(sample_dir, split: str, file_name: str):  # noqa: ANN001, ANN2
     path = sample_dir / "spec" / split / "annotations.coco.json"
     samples, _ = load_coco(path)
     sample = next(s for s in samples if s.file_name == file_name)
-    rois = [a["roi_name"] for a in json.loads(path.read_text())["annotations"] if a["image_id"] == sample.image_id]
+    rois = [
+        a["roi_name"] for a in json.loads(path.read_text())["annotations"] if a["image_id"] == sample.image_id
+    ]
     return sample, rois
 
 
@@ -195,8 +212,14 @@ def test_set45_nested_cell(sample_dir) -> None:  # noqa: ANN001
     last = resolve_priority(sample.instances, sample.height, sample.width, rule="last")
     # the outer cell is annotated after the inner one and covers it: painter's order hides it
     assert len(last.instances) == 90
-    assert last.dropped == [{"order": 54, "category": "cell", "pixels": 0,
-                             "reason": "hidden: fully covered by other instances (rule last)"}]
+    assert last.dropped == [
+        {
+            "order": 54,
+            "category": "cell",
+            "pixels": 0,
+            "reason": "hidden: fully covered by other instances (rule last)",
+        }
+    ]
     for rule in ("smallest", "first"):
         res = resolve_priority(sample.instances, sample.height, sample.width, rule=rule)
         kept = {i.order: i for i in res.instances}
@@ -222,9 +245,22 @@ def test_set42_degenerate_roi(sample_dir) -> None:  # noqa: ANN001
     smallest = resolve_priority(sample.instances, sample.height, sample.width, rule="smallest")
     assert (len(last.instances), len(smallest.instances)) == (76, 76)
     assert last.dropped[0]["reason"] == "hidden: fully covered by other instances (rule last)"
-    assert smallest.dropped == [{"order": 75, "category": "cell", "pixels": 1,
-                                 "reason": "below min_pixels=10 (1 px left, rule smallest)"}]
-    assert len(resolve_priority(sample.instances, sample.height, sample.width, "smallest", min_pixels=1).instances) == 77
+    assert smallest.dropped == [
+        {
+            "order": 75,
+            "category": "cell",
+            "pixels": 1,
+            "reason": "below min_pixels=10 (1 px left, rule smallest)",
+        }
+    ]
+    assert (
+        len(
+            resolve_priority(
+                sample.instances, sample.height, sample.width, "smallest", min_pixels=1
+            ).instances
+        )
+        == 77
+    )
 
 
 def test_overlapping_pairs_match_pycocotools_iou(sample_dir) -> None:  # noqa: ANN001
@@ -269,7 +305,8 @@ def test_fixture_rules_exact() -> None:
     first = resolve_priority(t1.instances, t1.height, t1.width, rule="first")
     assert areas(first) == {0: 324, 1: 256 - 36, 3: 100, 4: 64, 5: 60}
     assert [(d["order"], d["reason"]) for d in first.dropped] == [
-        (2, "hidden: fully covered by other instances (rule first)")]
+        (2, "hidden: fully covered by other instances (rule first)")
+    ]
 
 
 def test_fixture_yolo_lines(tmp_path) -> None:  # noqa: ANN001
@@ -279,7 +316,14 @@ def test_fixture_yolo_lines(tmp_path) -> None:  # noqa: ANN001
     train = as_classes(load_split(cfg, "spec/train"), cfg, "spec/train")
     write_yolo_dataset({"train": train}, tmp_path, list(cfg.classes))
     lines = (tmp_path / "labels" / "train" / "t1.txt").read_text().splitlines()
-    assert [ln.split()[0] for ln in lines] == ["0", "0", "2", "1", "1", "1"]  # type_a, type_a, soma, type_b x3
+    assert [ln.split()[0] for ln in lines] == [
+        "0",
+        "0",
+        "2",
+        "1",
+        "1",
+        "1",
+    ]  # type_a, type_a, soma, type_b x3
     assert len(lines[3].split()) == 1 + 2 * (4 + 4 + 2)  # two parts joined by a bridge
     rle_ring = np.array(lines[5].split()[1:], dtype=float).reshape(-1, 2) * [64, 48]
     _, _, back = rasterize_polygons([rle_ring], 48, 64)

@@ -1,4 +1,4 @@
-"""Data layer: the one rasteriser, RLE decoding, images, and every kind of bad COCO input (file + item named)."""
+"""Data layer: the one rasteriser, RLE decoding, images, every kind of bad COCO input (file + item named)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ def test_rasterizer_pixel_centre_rule() -> None:
     _, _, tri = rasterize_polygons([np.array([[0, 0], [4.2, 0], [0, 4.2]])], H, W)
     assert int(tri.sum()) == 10
     # parts are unioned, a part past the border is clipped to the image
-    _, _, both = rasterize_polygons([np.array([[0, 0], [2, 0], [2, 2], [0, 2]]),
-                                     np.array([[28, 18], [31, 18], [31, 21], [28, 21]])], H, W)
+    _, _, both = rasterize_polygons(
+        [np.array([[0, 0], [2, 0], [2, 2], [0, 2]]), np.array([[28, 18], [31, 18], [31, 21], [28, 21]])], H, W
+    )
     assert int(both.sum()) == 4 + 4 and both.shape == (H, W)
 
 
@@ -100,7 +101,7 @@ def test_instance_from_mask_is_tightened() -> None:
 def test_read_image_variants(tmp_path: Path) -> None:
     from PIL import Image
 
-    gray16 = (np.arange(H * W, dtype=np.uint16).reshape(H, W) * 100)
+    gray16 = np.arange(H * W, dtype=np.uint16).reshape(H, W) * 100
     tifffile.imwrite(tmp_path / "g.tif", gray16)
     assert read_image(tmp_path / "g.tif").dtype == np.uint16
     rgba = np.zeros((H, W, 4), np.uint8)
@@ -117,8 +118,14 @@ def test_read_image_variants(tmp_path: Path) -> None:
     assert norm.tolist() == [[0.0, 1.0]]
 
 
-@pytest.mark.parametrize(("content", "message"), [(None, "image file not found"), (b"", "image file is empty \\(0 bytes\\)"),
-                                                  (b"II*\x00garbage", "cannot decode image")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "image file not found"),
+        (b"", "image file is empty \\(0 bytes\\)"),
+        (b"II*\x00garbage", "cannot decode image"),
+    ],
+)
 def test_read_image_bad_files(tmp_path: Path, content: bytes | None, message: str) -> None:
     path = tmp_path / "bad.tif"
     if content is not None:
@@ -132,8 +139,10 @@ def test_read_image_bad_files(tmp_path: Path, content: bytes | None, message: st
 
 def coco(**overrides: Any) -> dict[str, Any]:
     data = {
-        "images": [{"id": 1, "file_name": "a.tif", "width": W, "height": H},
-                   {"id": 2, "file_name": "b.tif", "width": W, "height": H}],
+        "images": [
+            {"id": 1, "file_name": "a.tif", "width": W, "height": H},
+            {"id": 2, "file_name": "b.tif", "width": W, "height": H},
+        ],
         "categories": [{"id": 7, "name": "cell"}, {"id": 8, "name": "soma"}],
         "annotations": [
             {"id": 11, "image_id": 1, "category_id": 7, "segmentation": [[1, 1, 9, 1, 9, 9, 1, 9]]},
@@ -182,9 +191,18 @@ def test_load_coco_images_subfolder_and_rle(tmp_path: Path) -> None:
     mask = np.zeros((H, W), np.uint8, order="F")
     mask[3:5, 6:9] = 1
     counts = mask_utils.encode(mask)["counts"].decode()
-    data = coco(images=coco()["images"][:1], annotations=[
-        {"id": 1, "image_id": 1, "category_id": 7, "segmentation": {"size": [H, W], "counts": counts},
-         "score": 0.5}])
+    data = coco(
+        images=coco()["images"][:1],
+        annotations=[
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 7,
+                "segmentation": {"size": [H, W], "counts": counts},
+                "score": 0.5,
+            }
+        ],
+    )
     path = tmp_path / "x.json"
     path.write_text(json.dumps(data))
     samples, _ = load_coco(path)
@@ -200,39 +218,121 @@ BAD_JSON = [
     ("list", [], None, "ann.json: top level must be a JSON object"),
     ("no images key", {"annotations": [], "categories": []}, None, "ann.json: key 'images' is missing"),
     ("images not list", coco(images={}), None, r"ann.json: key 'images' is not a list \(dict\)"),
-    ("image missing keys", coco(images=[{"id": 1, "file_name": "a.tif"}]), None,
-     r"ann.json: image id 1 \(images\[0\], file 'a.tif'\): missing key\(s\) width, height"),
-    ("duplicate image id", coco(images=[coco()["images"][0], {**coco()["images"][1], "id": 1}]), None,
-     r"ann.json: image id 1 \(images\[1\], file 'b.tif'\): duplicate image id 1 \(also 'a.tif'\)"),
-    ("duplicate file", coco(images=[coco()["images"][0], {**coco()["images"][1], "file_name": "a.tif"}]), None,
-     r"image id 2 \(images\[1\], file 'a.tif'\): file 'a.tif' is listed twice"),
-    ("bad size", coco(images=[{**coco()["images"][0], "width": 0}]), None,
-     r"image id 1 .*'width' and 'height' must be positive integers"),
-    ("category missing name", coco(categories=[{"id": 7}]), None, r"ann.json: categories\[0\] .* needs 'id' and 'name'"),
-    ("duplicate category", coco(categories=[{"id": 7, "name": "a"}, {"id": 7, "name": "b"}]), None,
-     r"categories\[1\]: duplicate category id 7"),
-    ("annotation missing key", ann(1, segmentation=None), None,
-     r"ann.json: annotation id 12 \(image 'a.tif'\): missing key\(s\) segmentation"),
-    ("unknown category", ann(1, category_id=99), None,
-     r"annotation id 12 \(image 'a.tif'\): unknown category id 99; known ids: 7 \(cell\), 8 \(soma\)"),
-    ("unknown image", ann(2, image_id=5), None, r"annotation id 13: refers to image id 5, which is not in 'images'"),
+    (
+        "image missing keys",
+        coco(images=[{"id": 1, "file_name": "a.tif"}]),
+        None,
+        r"ann.json: image id 1 \(images\[0\], file 'a.tif'\): missing key\(s\) width, height",
+    ),
+    (
+        "duplicate image id",
+        coco(images=[coco()["images"][0], {**coco()["images"][1], "id": 1}]),
+        None,
+        r"ann.json: image id 1 \(images\[1\], file 'b.tif'\): duplicate image id 1 \(also 'a.tif'\)",
+    ),
+    (
+        "duplicate file",
+        coco(images=[coco()["images"][0], {**coco()["images"][1], "file_name": "a.tif"}]),
+        None,
+        r"image id 2 \(images\[1\], file 'a.tif'\): file 'a.tif' is listed twice",
+    ),
+    (
+        "bad size",
+        coco(images=[{**coco()["images"][0], "width": 0}]),
+        None,
+        r"image id 1 .*'width' and 'height' must be positive integers",
+    ),
+    (
+        "category missing name",
+        coco(categories=[{"id": 7}]),
+        None,
+        r"ann.json: categories\[0\] .* needs 'id' and 'name'",
+    ),
+    (
+        "duplicate category",
+        coco(categories=[{"id": 7, "name": "a"}, {"id": 7, "name": "b"}]),
+        None,
+        r"categories\[1\]: duplicate category id 7",
+    ),
+    (
+        "annotation missing key",
+        ann(1, segmentation=None),
+        None,
+        r"ann.json: annotation id 12 \(image 'a.tif'\): missing key\(s\) segmentation",
+    ),
+    (
+        "unknown category",
+        ann(1, category_id=99),
+        None,
+        r"annotation id 12 \(image 'a.tif'\): unknown category id 99; known ids: 7 \(cell\), 8 \(soma\)",
+    ),
+    (
+        "unknown image",
+        ann(2, image_id=5),
+        None,
+        r"annotation id 13: refers to image id 5, which is not in 'images'",
+    ),
     ("duplicate annotation id", ann(2, id=11), None, "annotation id 11 .*duplicate annotation id 11"),
-    ("two points", ann(1, segmentation=[[1, 1, 5, 5]]), None,
-     r"annotation id 12 \(image 'a.tif'\): polygon part 0 has 2 point\(s\); a polygon needs at least 3"),
-    ("odd coordinates", ann(1, segmentation=[[1, 1, 5, 5, 3]]), None, "annotation id 12 .*odd number of coordinates"),
-    ("nan", None, json.dumps(ann(1)).replace("[[2, 2, 4, 2, 4, 4]]", "[[2, 2, NaN, 2, 4, 4]]"),
-     "annotation id 12 .*polygon part 0 contains NaN or infinite coordinates"),
-    ("outside", ann(1, segmentation=[[2, 2, 45, 2, 4, 4]]), None,
-     r"annotation id 12 .*polygon part 0 has coordinates outside the 30x20 image \(x 2..45, y 2..4\)"),
-    ("negative", ann(1, segmentation=[[2, -3, 4, 2, 4, 4]]), None, "annotation id 12 .*outside the 30x20 image"),
-    ("not numbers", ann(1, segmentation=[["a", 1, 2, 3, 4, 5]]), None, "annotation id 12 .*not a flat list of numbers"),
-    ("empty segmentation", ann(1, segmentation=[]), None, "annotation id 12 .*non-empty list of polygons or an RLE"),
-    ("rle size", ann(1, segmentation={"size": [5, 5], "counts": "05"}), None,
-     r"annotation id 12 .*RLE size \[5, 5\] does not match the image size \[20, 30\]"),
-    ("rle truncated", ann(1, segmentation={"size": [H, W], "counts": [10, 5]}), None,
-     "annotation id 12 .*RLE runs cover 15 pixels, the 30x20 image has 600"),
-    ("rle garbage", ann(1, segmentation={"size": [H, W], "counts": "~~~"}), None,
-     "annotation id 12 .*invalid character"),
+    (
+        "two points",
+        ann(1, segmentation=[[1, 1, 5, 5]]),
+        None,
+        r"annotation id 12 \(image 'a.tif'\): polygon part 0 has 2 point\(s\); a polygon needs at least 3",
+    ),
+    (
+        "odd coordinates",
+        ann(1, segmentation=[[1, 1, 5, 5, 3]]),
+        None,
+        "annotation id 12 .*odd number of coordinates",
+    ),
+    (
+        "nan",
+        None,
+        json.dumps(ann(1)).replace("[[2, 2, 4, 2, 4, 4]]", "[[2, 2, NaN, 2, 4, 4]]"),
+        "annotation id 12 .*polygon part 0 contains NaN or infinite coordinates",
+    ),
+    (
+        "outside",
+        ann(1, segmentation=[[2, 2, 45, 2, 4, 4]]),
+        None,
+        r"annotation id 12 .*polygon part 0 has coordinates outside the 30x20 image \(x 2..45, y 2..4\)",
+    ),
+    (
+        "negative",
+        ann(1, segmentation=[[2, -3, 4, 2, 4, 4]]),
+        None,
+        "annotation id 12 .*outside the 30x20 image",
+    ),
+    (
+        "not numbers",
+        ann(1, segmentation=[["a", 1, 2, 3, 4, 5]]),
+        None,
+        "annotation id 12 .*not a flat list of numbers",
+    ),
+    (
+        "empty segmentation",
+        ann(1, segmentation=[]),
+        None,
+        "annotation id 12 .*non-empty list of polygons or an RLE",
+    ),
+    (
+        "rle size",
+        ann(1, segmentation={"size": [5, 5], "counts": "05"}),
+        None,
+        r"annotation id 12 .*RLE size \[5, 5\] does not match the image size \[20, 30\]",
+    ),
+    (
+        "rle truncated",
+        ann(1, segmentation={"size": [H, W], "counts": [10, 5]}),
+        None,
+        "annotation id 12 .*RLE runs cover 15 pixels, the 30x20 image has 600",
+    ),
+    (
+        "rle garbage",
+        ann(1, segmentation={"size": [H, W], "counts": "~~~"}),
+        None,
+        "annotation id 12 .*invalid character",
+    ),
     ("score", ann(1, score="high"), None, "annotation id 12 .*'score' must be a finite number"),
 ]
 
@@ -256,8 +356,17 @@ def test_binary_annotation_file(tmp_path: Path) -> None:
 
 
 def test_warnings_are_counted(tmp_path: Path) -> None:
-    data = coco(annotations=[ann(0)["annotations"][0],
-                             {"id": 12, "image_id": 1, "category_id": 7, "segmentation": [[25, 15, 30.5, 15, 30.5, 20, 25, 20]]}])
+    data = coco(
+        annotations=[
+            ann(0)["annotations"][0],
+            {
+                "id": 12,
+                "image_id": 1,
+                "category_id": 7,
+                "segmentation": [[25, 15, 30.5, 15, 30.5, 20, 25, 20]],
+            },
+        ]
+    )
     warnings: list[str] = []
     samples, _ = load_coco(write(tmp_path, data), warnings=warnings)
     assert len(warnings) == 2
@@ -267,12 +376,19 @@ def test_warnings_are_counted(tmp_path: Path) -> None:
     assert samples[0].instances[1].area == 25  # clipped at the border: columns 25..29, rows 15..19
 
 
-@pytest.mark.parametrize(("problem", "message"), [
-    ("missing", r"b.tif: image file not found"),
-    ("empty", r"b.tif: image file is empty \(0 bytes\)"),
-    ("corrupt", r"b.tif: cannot decode image"),
-    ("size", r"b.tif: image is 31x20 \(WxH\) but the annotations say 30x20; fix the 'width'/'height' of image id 2"),
-])
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [
+        ("missing", r"b.tif: image file not found"),
+        ("empty", r"b.tif: image file is empty \(0 bytes\)"),
+        ("corrupt", r"b.tif: cannot decode image"),
+        (
+            "size",
+            r"b.tif: image is 31x20 \(WxH\) but the annotations say 30x20; fix the 'width'/'height' of image "
+            r"id 2",
+        ),
+    ],
+)
 def test_image_problems_name_the_file(tmp_path: Path, problem: str, message: str) -> None:
     samples, _ = load_coco(write(tmp_path, coco()))
     path = tmp_path / "b.tif"

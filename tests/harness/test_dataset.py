@@ -78,7 +78,9 @@ def test_targets_select_and_classes() -> None:
     assert {i.category for s in cells for i in s.instances} == {"cells"}
     classes = as_classes(train, cfg, "spec/train")
     assert [[i.category for i in s.instances] for s in classes] == [
-        ["type_a", "type_a", "soma", "type_b", "type_b", "type_b"], ["type_a", "soma"]]
+        ["type_a", "type_a", "soma", "type_b", "type_b", "type_b"],
+        ["type_a", "soma"],
+    ]
 
 
 def test_unknown_target_category_lists_names(mini: Path) -> None:
@@ -86,8 +88,11 @@ def test_unknown_target_category_lists_names(mini: Path) -> None:
     data = json.loads(path.read_text())
     data["categories"][2]["name"] = "nucleus"
     path.write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match="target 'soma' uses category 'soma' not found in .*_annotations.coco.json; "
-                                          "names present: 'cell type A', 'cell type B', 'nucleus'"):
+    with pytest.raises(
+        ConfigError,
+        match="target 'soma' uses category 'soma' not found in .*_annotations.coco.json; "
+        "names present: 'cell type A', 'cell type B', 'nucleus'",
+    ):
         load_split(resolve_data(mini), "spec/train")
 
 
@@ -99,8 +104,10 @@ def test_two_json_files_in_a_split(mini: Path) -> None:
 
 def test_config_errors(tmp_path: Path) -> None:
     bad = tmp_path / "d.yaml"
-    bad.write_text("name: x\nroot: .\nparts: {p: {splits: {a: a}, targets: {t: [c]}}}\ntrain: p/a\nvalid: p/b\n"
-                   "evaluate: [p/a]\n")
+    bad.write_text(
+        "name: x\nroot: .\nparts: {p: {splits: {a: a}, targets: {t: [c]}}}\ntrain: p/a\nvalid: p/b\n"
+        "evaluate: [p/a]\n"
+    )
     with pytest.raises(ConfigError, match="split 'p/b' is not defined under parts; defined: p/a"):
         load_dataset_config(bad)
     bad.write_text("name: x\nroot: .\nparts: {}\ntrain: p/a\nvalid: p/a\nevaluate: [p/a]\nsplits: 1\n")
@@ -139,6 +146,8 @@ def test_validate_collects_problems_and_goes_on(mini: Path) -> None:
 
 def test_validate_real_sample(sample_dir: Path) -> None:
     report = validate(resolve_data(sample_dir))
-    counts = {ref: (e["images"], e["instances"], e["overlapping_pairs"]) for ref, e in report["splits"].items()}
+    counts = {
+        ref: (e["images"], e["instances"], e["overlapping_pairs"]) for ref, e in report["splits"].items()
+    }
     assert counts == {"spec/train": (3, 171, 28), "spec/valid": (1, 76, 13), "spec/test": (2, 152, 37)}
     assert report["problems"] == 0 and report["warnings"] == 0
