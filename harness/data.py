@@ -41,10 +41,12 @@ def rasterize_polygons(
 ) -> tuple[int, int, np.ndarray]:
     """Rasterise polygon parts (each ``(K, 2)`` x, y) to a tight crop: returns ``(y0, x0, crop)``.
 
-    Pixel-centre rule, clipped to the image. An empty result is ``(0, 0, zeros((0, 0)))``.
+    Pixel-centre rule, clipped to the image: pixel ``(r, c)`` is in when its centre ``(c + .5, r + .5)`` is
+    inside the polygon (even-odd) or on its boundary — exactly the pixels `skimage.draw.polygon` gives for
+    the polygon shifted by -0.5 (`tests/harness/test_data.py` checks the equality), computed by a vectorised
+    scanline instead of a per-pixel test (about 10x faster on cell-sized polygons). Parts are unioned.
+    An empty result is ``(0, 0, zeros((0, 0)))``.
     """
-    from skimage.draw import polygon as draw_polygon
-
     parts = [np.asarray(p, dtype=np.float64) for p in polygons if len(p) >= 3]
     if not parts:
         return 0, 0, np.zeros((0, 0), dtype=bool)
@@ -54,11 +56,67 @@ def rasterize_polygons(
     c0, c1 = max(0, math.floor(xs.min())), min(width, math.ceil(xs.max()))
     if r1 <= r0 or c1 <= c0:
         return 0, 0, np.zeros((0, 0), dtype=bool)
-    crop = np.zeros((r1 - r0, c1 - c0), dtype=bool)
-    for part in parts:
-        rr, cc = draw_polygon(part[:, 1] - 0.5 - r0, part[:, 0] - 0.5 - c0, shape=crop.shape)
-        crop[rr, cc] = True
-    return tighten(r0, c0, crop)
+    shifted = [(p[:, 0] - 0.5 - c0, p[:, 1] - 0.5 - r0) for p in parts]
+    return tighten(r0, c0, _scanline_fill(shifted, r1 - r0, c1 - c0))
+
+
+#: Distance under which a pixel point counts as a polygon vertex (as in skimage's point-in-polygon test).
+_VERTEX_EPS = 1e-12
+
+
+def _crossing_spans(
+    xs: np.ndarray, ys: np.ndarray, h: int, w: int, right: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row spans ``(rows, first, last)`` (inclusive integer columns) of one crossing parity of a polygon.
+
+    The point-in-polygon test counts edge crossings of a ray to the right (an edge counts for rows ``y`` with
+    ``lo <= y < hi``) and to the left (``lo < y <= hi``): a point is inside when the right count is odd, on the
+    boundary when the two parities differ, so it is *in* when either count is odd. Sorting each row's
+    crossings and pairing them gives the odd intervals ``[x1, x2)`` (right) and ``(x1, x2]`` (left).
+    """
+    xp, yp = np.roll(xs, 1), np.roll(ys, 1)
+    lo, hi = np.minimum(ys, yp), np.maximum(ys, yp)
+    start, stop = (np.ceil(lo), np.ceil(hi)) if right else (np.floor(lo) + 1, np.floor(hi) + 1)
+    start = np.maximum(start, 0).astype(np.int64)
+    stop = np.minimum(stop, h).astype(np.int64)
+    counts = np.maximum(stop - start, 0)
+    total = int(counts.sum())
+    if total == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    edge = np.repeat(np.arange(xs.size), counts)
+    rows = start[edge] + (np.arange(total) - (np.cumsum(counts) - counts)[edge])
+    x0, y0 = xs[edge], ys[edge]
+    cross = x0 + (xp[edge] - x0) * (rows - y0) / (yp[edge] - y0)
+    order = np.lexsort((cross, rows))
+    rows, cross = rows[order], cross[order]
+    a, b = cross[0::2], cross[1::2]  # every row has an even number of crossings (closed polygon)
+    first, last = (np.ceil(a), np.ceil(b) - 1) if right else (np.floor(a) + 1, np.floor(b))
+    return rows[0::2], first.astype(np.int64), last.astype(np.int64)
+
+
+def _scanline_fill(parts: Sequence[tuple[np.ndarray, np.ndarray]], h: int, w: int) -> np.ndarray:
+    """Boolean ``h x w`` union of polygon parts given in crop pixel coordinates (pixel = integer point)."""
+    rows, firsts, lasts = [], [], []
+    for xs, ys in parts:
+        for right in (True, False):
+            r, f, last = _crossing_spans(xs, ys, h, w, right)
+            rows.append(r)
+            firsts.append(f)
+            lasts.append(last)
+        vx, vy = np.round(xs), np.round(ys)  # vertices sitting on a pixel point are in
+        on = (np.abs(xs - vx) < _VERTEX_EPS) & (np.abs(ys - vy) < _VERTEX_EPS)
+        on &= (vx >= 0) & (vx < w) & (vy >= 0) & (vy < h)
+        rows.append(vy[on].astype(np.int64))
+        firsts.append(vx[on].astype(np.int64))
+        lasts.append(vx[on].astype(np.int64))
+    r, f, last = np.concatenate(rows), np.concatenate(firsts), np.concatenate(lasts)
+    f, last = np.maximum(f, 0), np.minimum(last, w - 1)
+    keep = f <= last
+    r, f, last = r[keep], f[keep], last[keep]
+    size = h * (w + 1)
+    diff = np.bincount(r * (w + 1) + f, minlength=size) - np.bincount(r * (w + 1) + last + 1, minlength=size)
+    return np.cumsum(diff.reshape(h, w + 1), axis=1)[:, :w] > 0
 
 
 def tighten(y0: int, x0: int, crop: np.ndarray) -> tuple[int, int, np.ndarray]:

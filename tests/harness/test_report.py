@@ -115,7 +115,10 @@ def test_tables_equal_results_json(built) -> None:
             for column, threshold, key in report.SCORES:
                 assert got[column] == round(100 * pooled[threshold][key], 1), (number, model, column)
             assert (got["init"], got["profile"], got["n_images"]) == ("pretrained", "quick", 2)
-        assert by_model["perfect"]["F1@0.5"] == 100.0 and by_model["perfect"]["AP@0.9"] == 100.0
+        if gt_mode == "overlap":  # against priority-resolved GT the hidden nested cell becomes a false positive
+            assert by_model["perfect"]["F1@0.5"] == 100.0 and by_model["perfect"]["AP@0.9"] == 100.0
+        else:
+            assert 99.0 < by_model["perfect"]["F1@0.5"] < 100.0
         assert by_model["perfect"]["F1@0.5 CI"] is None  # its run computed no interval
         ci = _results(runs, "dropper")["metrics"][gt_mode]["pooled"]["0.5"]["ci"]["f1"]
         assert by_model["dropper"]["F1@0.5 CI"] == [round(100 * ci[0], 1), round(100 * ci[1], 1)]
