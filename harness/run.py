@@ -247,7 +247,7 @@ class Runner:
         from tqdm import tqdm
 
         path = self.run_dir / "predictions" / mode / unit.name / f"{ref.replace('/', '_')}.json"
-        marker = path.with_suffix(".stage.json")
+        marker = path.with_name(path.name + ".stage")  # not *.json: predictions/ holds only prediction files
         key = stage_key({"model": self.model_cfg.to_dict(), "ref": ref, "root": str(self.data.root), **key_extra})
         if path.is_file() and marker.is_file() and json.loads(marker.read_text()).get("key") == key:
             logger.info("predict %s/%s/%s: reusing finished stage", mode, unit.name, ref)
