@@ -341,28 +341,9 @@ def instances_with_scores(masks: np.ndarray, cellprob: np.ndarray) -> list[Insta
     prob = 1.0 / (1.0 + np.exp(-np.clip(cellprob.astype(np.float64), -50.0, 50.0)))
     means = ndimage.mean(prob, labels=masks, index=ids)
     scores = {int(k): float(v) for k, v in zip(ids, means, strict=True)}
-    try:
-        from harness.convert import instances_from_label_map
-    except ImportError:  # the data layer's converter has not landed yet
-        return _instances_from_label_map(masks, _CATEGORY, scores)
+    from harness.convert import instances_from_label_map
+
     return instances_from_label_map(masks, _CATEGORY, scores)
-
-
-def _instances_from_label_map(masks: np.ndarray, category: str, scores: dict[int, float]) -> list[Instance]:
-    from scipy import ndimage
-
-    from harness.data import Instance
-
-    height, width = masks.shape
-    out = []
-    for index, window in enumerate(ndimage.find_objects(masks)):
-        if window is None:
-            continue
-        label = index + 1
-        crop = masks[window] == label
-        out.append(Instance.from_mask(category, window[0].start, window[1].start, crop, height, width,
-                                      order=len(out), score=scores.get(label)))
-    return out
 
 
 class _EpochProgress:

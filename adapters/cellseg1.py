@@ -236,16 +236,8 @@ def _resize(img: np.ndarray, height: int, width: int, nearest: bool = False) -> 
 
 def label_map_of(sample: Sample, rule: str, min_pixels: int) -> np.ndarray:
     """Priority-resolved label map (harness.convert), so each prompt has exactly one target."""
-    try:
-        from harness.convert import label_map
-    except ImportError:  # data engineer's module not landed yet: painter's order ('last') on bbox crops
-        if rule != "last":
-            raise ConfigError(f"cellseg1: label_rule {rule!r} needs harness.convert (missing)") from None
-        labels = np.zeros((sample.height, sample.width), np.int32)
-        for k, inst in enumerate(sample.instances, start=1):
-            y0, x0, y1, x1 = inst.bbox
-            labels[y0:y1, x0:x1][inst.crop] = k
-        return labels
+    from harness.convert import label_map
+
     labels, _ = label_map(sample, rule=rule, min_pixels=min_pixels)
     return labels
 

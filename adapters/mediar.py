@@ -432,20 +432,14 @@ def flip_tta(net: Any, image: Any, window: int, overlap: float, batch: int) -> A
 
 def instances_from_labels(labels: np.ndarray, probability: np.ndarray) -> list[Instance]:
     """One scored `Instance` per label via bounding-box crops (score = mean cell probability inside it)."""
-    from scipy.ndimage import find_objects
+    from scipy import ndimage
 
-    from harness.data import Instance
+    from harness.convert import instances_from_label_map
 
-    height, width = labels.shape
-    out = []
-    for index, window in enumerate(find_objects(labels), start=1):
-        if window is None:
-            continue
-        crop = labels[window] == index
-        out.append(Instance.from_mask(_CATEGORY, window[0].start, window[1].start, crop, height, width,
-                                      order=len(out), score=float(probability[window][crop].mean()),
-                                      source="mediar"))
-    return out
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    means = ndimage.mean(probability, labels=labels, index=ids) if ids.size else []
+    return instances_from_label_map(labels, _CATEGORY, {int(k): float(v) for k, v in zip(ids, means, strict=True)})
 
 
 # --------------------------------------------------------------------------------------------- adapter

@@ -96,7 +96,6 @@ def test_registered_with_its_traits_and_weights() -> None:
 def test_train_predict_load_round_trip(train_sample: Sample, tmp_path: Path) -> None:
     import adapters
 
-    pytest.importorskip("harness.convert", reason="harness.convert (label maps) has not landed yet")
     train = crop_sample(train_sample, CROP, tmp_path / "train" / "a.tif")
     val = crop_sample(train_sample, (slice(500, 628), slice(500, 628)), tmp_path / "val" / "b.tif")
     assert len(train.instances) >= 5 and len(val.instances) >= 1

@@ -10,8 +10,6 @@ interrupted-and-resumed training equal to an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -45,25 +43,6 @@ def own_weights_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     torch.manual_seed(0)
     yield tmp_path / "weights"
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def label_maps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`harness.convert.label_map`, or — until the data engineer's module lands — a painter's-order stand-in."""
-    try:
-        import harness.convert  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("harness.convert")
-
-        def label_map(sample: Sample, rule: str = "last", min_pixels: int = 10) -> tuple[np.ndarray, object]:
-            labels = np.zeros((sample.height, sample.width), dtype=np.int32)
-            for k, inst in enumerate(sample.instances, 1):
-                y0, x0, y1, x1 = inst.bbox
-                labels[y0:y1, x0:x1][inst.crop] = k
-            return labels, types.SimpleNamespace(instances=list(sample.instances), dropped=[])
-
-        stub.label_map = label_map
-        monkeypatch.setitem(sys.modules, "harness.convert", stub)
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +382,7 @@ def test_ensemble_averages_two_checkpoints_until_a_trained_one_is_loaded(tmp_pat
         MediarAdapter(weights=str(first), ensemble_with="from_phase1", **SMALL)
 
 
-def test_train_predict_load_and_resume(train_sample: Sample, tmp_path: Path, label_maps: None,
+def test_train_predict_load_and_resume(train_sample: Sample, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """1 step per epoch on a real 128 x 128 crop; an interrupted 2-epoch run resumes to the same weights."""
     import torch

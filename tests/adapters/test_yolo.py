@@ -142,9 +142,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> dict[
 
     from adapters.yolo import _ultralytics
 
-    convert = pytest.importorskip("harness.convert", reason="harness.convert (write_yolo_dataset) not in the tree yet")
-    if not hasattr(convert, "write_yolo_dataset"):
-        pytest.skip("harness.convert.write_yolo_dataset not in the tree yet")
     root = tmp_path_factory.mktemp("yolo")
     patch = pytest.MonkeyPatch()
     for var, sub in (("YOLO_CONFIG_DIR", "yolo"), ("C6BENCH_WEIGHTS", "weights")):  # as conftest's isolated_caches

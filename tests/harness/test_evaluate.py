@@ -462,7 +462,6 @@ def test_targets_for() -> None:
 
 
 def test_resolved_gt_mode_nested_cells() -> None:
-    pytest.importorskip("harness.convert", reason="harness.convert (data engineer) has not landed yet")
     big, small = box("c", 5, 5, 15, 15), box("c", 8, 8, 12, 12)
     big, small = replace(big, order=0), replace(small, order=1)  # painter's order: small drawn last
     ring = np.ones((10, 10), bool)
