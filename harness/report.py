@@ -750,7 +750,7 @@ class Run:
 
 
 def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
-    """Run directories among `paths`: each is a run (holds ``results.json``) or a folder of runs."""
+    """Run directories among `paths`: each is a run (holds ``results.json``), a multi-model run or a folder of runs."""
     from harness.errors import DataError
 
     found: list[Path] = []
@@ -758,7 +758,9 @@ def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
         if (path / "results.json").is_file():
             found.append(path)
         elif path.is_dir():
-            runs = sorted(p.parent for p in path.glob("*/results.json"))
+            # runs/<run>/results.json, and runs/<time>_all/<model>/results.json of a multi-model bench
+            runs = sorted(p.parent for p in [*path.glob("*/results.json"), *path.glob("*/*/results.json")]
+                          if (p.parent / "manifest.json").is_file())
             if not runs:
                 raise DataError(f"{path}: neither a run directory (no results.json) nor a folder of runs; "
                                 "finish a run with `c6bench bench` first")

@@ -5,9 +5,11 @@ predicts every evaluation subset, and is scored per target against the overlappi
 Table 2) and the priority-resolved ones (Table 4). Single-class adapters get one model per target;
 a multiclass adapter one model for all, its classes mapped onto targets.
 
-Every stage (train, predict) is keyed by a hash of its resolved inputs and stored under the run dir, so
-re-running with the same ``--out`` resumes: a finished stage with the same key is reused, a changed config
-recomputes. Files are written to a temporary name and renamed.
+The plan is a list of :class:`Stage` (train → predict → evaluate → results) with explicit dependencies,
+so a launcher (``harness.launch``: in-process, worker processes, SLURM) can schedule them. Every stage is
+keyed by a hash of its resolved inputs (upstream keys included) and leaves a record under
+``stages/``; re-running with the same ``--out`` skips finished stages with the same key and recomputes
+the rest. Files are written to a temporary name and renamed, so a killed run never leaves half a file.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import hashlib
 import io
 import json
 import logging
+import os
 import platform
 import random
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,21 @@ class BenchSpec:
     seed: int = 0
     bootstrap: int = 1000
     boundary: int = 2
+    config: Path | None = None  # a model YAML to use instead of configs/models/<model>.yaml
+    threads: int | None = None  # torch CPU threads per stage; CPU results are bit-identical for the same value
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored in ``plan.json`` so any process or cluster job can rebuild the runner)."""
+        return {"model": self.model, "data": self.data, "profile": self.profile, "device": self.device,
+                "targets": list(self.targets) if self.targets else None, "modes": list(self.modes),
+                "out": str(self.out) if self.out else None, "seed": self.seed, "bootstrap": self.bootstrap,
+                "boundary": self.boundary, "config": str(self.config) if self.config else None,
+                "threads": self.threads}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> BenchSpec:
+        out, config = raw.get("out"), raw.get("config")
+        return cls(**{**raw, "out": Path(out) if out else None, "config": Path(config) if config else None})
 
 
 @dataclass
@@ -69,7 +87,6 @@ class Unit:
     name: str  # target name, or "all" for a multiclass model
     targets: list[str]
     train_as: dict[str, list[str]]  # name it learns -> GT category names (of the training part)
-    stage_times: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -159,15 +176,60 @@ def _training_samples(samples: Sequence[Sample], unit: Unit) -> list[Sample]:
     return out
 
 
+# --------------------------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One job of a bench: ``train`` a unit, ``predict`` a subset, ``evaluate`` it, or collect ``results``.
+
+    Stages are what the launchers schedule (in-process, worker processes, SLURM jobs); ``deps`` are the
+    ids that must be done first. Ids are ``<model>/<kind>[/<mode>]/<unit>[/<subset>]``.
+    """
+
+    id: str
+    kind: str
+    model: str
+    deps: tuple[str, ...] = ()
+    mode: str = ""
+    unit: str = ""
+    ref: str = ""
+
+    @property
+    def uses_gpu(self) -> bool:
+        """Training and prediction want an accelerator; scoring and collecting do not."""
+        return self.kind in ("train", "predict")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "model": self.model, "deps": list(self.deps), "mode": self.mode,
+                "unit": self.unit, "ref": self.ref}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Stage:
+        return cls(**{**raw, "deps": tuple(raw.get("deps", ()))})
+
+
+STATES = ("running", "done", "failed")
+
+
+def record_path(run_dir: Path, stage_id: str) -> Path:
+    """``<run dir>/stages/<kind>__….stage.json``: one record per stage (state, key, outputs, log, seconds)."""
+    return Path(run_dir) / "stages" / f"{stage_id.split('/', 1)[1].replace('/', '__')}.stage.json"
+
+
+def _safe(ref: str) -> str:
+    return ref.replace("/", "_")
+
+
 # --------------------------------------------------------------------------------------------- runner
 
 
 class Runner:
-    """Runs one bench: builds the plan, executes or reuses stages, writes results."""
+    """One model's bench: plans its stages, computes their keys, executes one stage at a time."""
 
     def __init__(self, spec: BenchSpec) -> None:
         self.spec = spec
-        self.model_cfg: ModelConfig = load_model_config(spec.model, spec.profile)
+        self.model_cfg: ModelConfig = load_model_config(spec.model, spec.profile, spec.config)
         self.cls = adapters.get(spec.model)
         self.data = ds.resolve_data(spec.data)
         train_targets = self.data.targets_of(self.data.train)
@@ -182,9 +244,11 @@ class Runner:
             raise ConfigError(f"unknown mode(s) {', '.join(bad_modes)}; available: {', '.join(MODES)}")
         self.device = resolve_device(spec.device)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.run_dir = Path(spec.out) if spec.out else ds.REPO_ROOT / "runs" / f"{stamp}_{spec.model}"
+        self.run_dir = (Path(spec.out) if spec.out else ds.REPO_ROOT / "runs" / f"{stamp}_{spec.model}").resolve()
+        self.units = _units(self.cls, self.data, self.targets)
         self._splits: dict[str, list[Sample]] = {}
-        self.timings: dict[str, float] = {}
+        self._index: dict[str, Stage] | None = None
+        self._keys: dict[str, str] = {}
 
     # ------------------------------------------------------------------ data
 
@@ -207,56 +271,204 @@ class Runner:
                            "gt_modes": GT_MODES, "bootstrap": self.spec.bootstrap},
         }
 
-    # ------------------------------------------------------------------ stages
+    def unit(self, name: str) -> Unit:
+        for unit in self.units:
+            if unit.name == name:
+                return unit
+        raise ConfigError(f"unit {name!r} is not part of this bench of {self.spec.model}")
 
-    def _train(self, unit: Unit) -> tuple[Path, str]:
-        """Fine-tune one unit (or reuse a finished stage); returns (checkpoint, init description)."""
-        init_name = self.model_cfg.finetune_init
-        init_note = "scratch"
-        weights: str | None = None
-        if init_name:
+    def refs(self, unit: Unit) -> list[str]:
+        """Evaluation subsets on which at least one of the unit's targets is annotated."""
+        return [ref for ref in self.data.evaluate if any(t in self.data.targets_of(ref) for t in unit.targets)]
+
+    # ------------------------------------------------------------------ plan
+
+    def zero_shot(self, unit: Unit) -> tuple[str | None, str, str | None]:
+        """``(weights, init description, skip reason)`` of the unit's zero-shot row."""
+        weights, reason = self.model_cfg.zero_shot_for(unit.targets[0] if unit.name != "all" else "all")
+        if reason:
+            return None, "-", reason
+        if weights:
             try:
-                weights_mod.resolve(init_name)
-                weights, init_note = init_name, f"pretrained:{init_name}"
+                weights_mod.resolve(weights)
             except MissingWeightsError as exc:
-                init_note = f"scratch ({init_name} not found)"
-                logger.warning("fine-tuning %s from random init: %s", unit.name, exc)
-        key = stage_key({"model": self.model_cfg.to_dict(), "init": weights, "unit": unit.train_as,
-                         "data": [self.data.train, self.data.valid, str(self.data.root)], "seed": self.spec.seed})
-        stage_dir = self.run_dir / "checkpoints" / unit.name
-        marker = stage_dir / "stage.json"
-        if marker.is_file():
-            done = json.loads(marker.read_text())
-            if done.get("key") == key and Path(done["checkpoint"]).exists():
-                logger.info("train %s: reusing finished stage %s", unit.name, key)
-                return Path(done["checkpoint"]), done["init"]
+                return weights, f"pretrained:{weights}", str(exc)
+            return weights, f"pretrained:{weights}", None
+        return None, "none (no weights)", None
+
+    def finetune_init(self) -> tuple[str | None, str]:
+        """``(weights to start from, init description)``: a missing init file means random init, recorded."""
+        name = self.model_cfg.finetune_init
+        if not name:
+            return None, "scratch"
+        try:
+            weights_mod.resolve(name)
+        except MissingWeightsError:
+            return None, f"scratch ({name} not found)"
+        return name, f"pretrained:{name}"
+
+    def stages(self) -> list[Stage]:
+        """Every stage of this bench in a valid sequential order (mode → unit → subset), results last."""
+        model, out, evaluations = self.spec.model, [], []
+        for mode in self.spec.modes:
+            for unit in self.units:
+                if mode == "zero_shot" and self.zero_shot(unit)[2]:
+                    continue  # skipped rows are written by the results stage, with the reason
+                deps: tuple[str, ...] = ()
+                if mode == "finetuned":
+                    train = Stage(f"{model}/train/{unit.name}", "train", model, unit=unit.name)
+                    out.append(train)
+                    deps = (train.id,)
+                for ref in self.refs(unit):
+                    tail = f"{mode}/{unit.name}/{_safe(ref)}"
+                    predict = Stage(f"{model}/predict/{tail}", "predict", model, deps, mode, unit.name, ref)
+                    evaluate = Stage(f"{model}/evaluate/{tail}", "evaluate", model, (predict.id,), mode, unit.name,
+                                     ref)
+                    out += [predict, evaluate]
+                    evaluations.append(evaluate.id)
+        out.append(Stage(f"{model}/results", "results", model, tuple(evaluations)))
+        return out
+
+    # ------------------------------------------------------------------ keys and records
+
+    def stage(self, stage_id: str) -> Stage:
+        """A stage of this plan by id."""
+        if self._index is None:
+            self._index = {s.id: s for s in self.stages()}
+        if stage_id not in self._index:
+            raise ConfigError(f"no stage {stage_id!r} in the bench of {self.spec.model}")
+        return self._index[stage_id]
+
+    def key(self, stage: Stage) -> str:
+        """Hash of everything a stage's output depends on: its own inputs and the keys of the stages it needs."""
+        if stage.id in self._keys:
+            return self._keys[stage.id]
+        cfg = self.model_cfg.to_dict()
+        if stage.kind == "train":
+            own = {"model": cfg, "init": self.finetune_init()[0], "unit": self.unit(stage.unit).train_as,
+                   "data": [self.data.train, self.data.valid, str(self.data.root)], "seed": self.spec.seed}
+        elif stage.kind == "predict":
+            weights = self.zero_shot(self.unit(stage.unit))[0] if stage.mode == "zero_shot" else None
+            own = {"model": cfg, "ref": stage.ref, "root": str(self.data.root), "mode": stage.mode,
+                   "weights": weights, "unit": self.unit(stage.unit).train_as, "seed": self.spec.seed}
+        elif stage.kind == "evaluate":
+            own = {"boundary": self.spec.boundary, "bootstrap": self.spec.bootstrap, "seed": self.spec.seed,
+                   "gt_modes": GT_MODES}
+        else:
+            own = {"config": self.resolved_config()}
+        upstream = [self.key(self.stage(d)) for d in stage.deps]
+        self._keys[stage.id] = stage_key({"kind": stage.kind, **own, "upstream": upstream})
+        return self._keys[stage.id]
+
+    def record_path(self, stage: Stage) -> Path:
+        return record_path(self.run_dir, stage.id)
+
+    def log_path(self, stage: Stage) -> Path:
+        return self.run_dir / "logs" / f"{stage.id.split('/', 1)[1].replace('/', '__')}.log"
+
+    def record(self, stage: Stage) -> dict[str, Any]:
+        path = self.record_path(stage)
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}  # a record is written atomically; an unreadable one counts as absent
+
+    def _outputs(self, stage: Stage) -> list[Path]:
+        return [self.run_dir / p for p in self.record(stage).get("outputs", {}).values()]
+
+    def output(self, rec: dict[str, Any], name: str) -> Path:
+        """An output of a stage record; stored relative to the run dir so a run dir can be moved."""
+        return self.run_dir / rec["outputs"][name]
+
+    def is_done(self, stage: Stage) -> bool:
+        """Finished with the same inputs (key) and its outputs still on disk."""
+        rec = self.record(stage)
+        return (rec.get("state") == "done" and rec.get("key") == self.key(stage)
+                and all(p.exists() for p in self._outputs(stage)))
+
+    def _write_record(self, stage: Stage, **fields: Any) -> None:
+        write_json_atomic(self.record_path(stage), {"id": stage.id, "kind": stage.kind, **fields})
+
+    # ------------------------------------------------------------------ execution
+
+    def execute(self, stage: Stage) -> None:
+        """Run one stage (its dependencies must be done), logging to ``logs/<stage>.log``; records its state."""
+        key = self.key(stage)
+        log = self.log_path(stage)
+        base = {"key": key, "log": str(log), "host": platform.node(), "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self._write_record(stage, state="running", **base)
+        handler = _attach_log(log)
+        if self.spec.threads and stage.uses_gpu:
+            import torch
+
+            torch.set_num_threads(self.spec.threads)  # float reductions depend on the thread count
+        start = time.perf_counter()
+        try:
+            logger.info("stage %s: start (key %s)", stage.id, key)
+            outputs = getattr(self, f"_stage_{stage.kind}")(stage)
+        except BaseException as exc:
+            logger.exception("stage %s failed", stage.id)
+            self._write_record(stage, state="failed", error=f"{type(exc).__name__}: {exc}",
+                               seconds=round(time.perf_counter() - start, 2), **base)
+            raise
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        self._write_record(stage, state="done", seconds=round(time.perf_counter() - start, 2),
+                           outputs={k: os.path.relpath(v, self.run_dir) for k, v in outputs.items()}, **base)
+        logger.info("stage %s: done in %.1f s", stage.id, time.perf_counter() - start)
+
+    def run(self) -> Path:
+        """Execute the plan in this process (the ``local`` launcher with one worker); returns the run dir."""
+        from harness.launch import Plan, run_local
+
+        run_local(Plan.create([self], self.run_dir), workers=1)
+        return self.run_dir
+
+    def _dependency(self, stage: Stage, kind: str) -> dict[str, Any]:
+        """The record of the stage of `kind` this one needs; it must be done."""
+        dep = next(self.stage(d) for d in stage.deps if self.stage(d).kind == kind)
+        rec = self.record(dep)
+        if rec.get("state") != "done":
+            raise ConfigError(f"stage {stage.id} needs {dep.id}, which is not done (state: {rec.get('state')}); "
+                              f"run the bench again to resume")
+        return rec
+
+    def _stage_train(self, stage: Stage) -> dict[str, Path]:
+        """Fine-tune one unit from the configured init (random when absent, recorded as scratch)."""
+        unit = self.unit(stage.unit)
+        weights, init = self.finetune_init()
+        if weights is None and self.model_cfg.finetune_init:
+            logger.warning("fine-tuning %s from random init: weights %s not found (c6bench weights fetch %s)",
+                           unit.name, self.model_cfg.finetune_init, self.model_cfg.finetune_init)
         _seed_everything(self.spec.seed)
         adapter = self.cls.build(self.model_cfg.params, weights=weights, device=self.device)
         train = _training_samples(self.split(self.data.train), unit)
         valid = _training_samples(self.split(self.data.valid), unit)
-        start = time.perf_counter()
-        work = stage_dir / f"work-{key}"
+        work = self.run_dir / "checkpoints" / unit.name / f"work-{self.key(stage)}"
         checkpoint = adapter.train(train, valid, work, **self.model_cfg.train)
-        self.timings[f"train/{unit.name}"] = round(time.perf_counter() - start, 2)
-        write_json_atomic(marker, {"key": key, "checkpoint": str(checkpoint), "init": init_note,
-                                   "seconds": self.timings[f"train/{unit.name}"]})
-        return Path(checkpoint), init_note
+        write_json_atomic(work / "init.json", {"init": init})
+        return {"checkpoint": Path(checkpoint), "init": work / "init.json"}
 
-    def _predict(self, mode: str, unit: Unit, adapter_factory: Any, ref: str, key_extra: dict[str, Any]) -> Path:
-        """Predict one subset with one unit's model (or reuse the finished stage)."""
+    def _stage_predict(self, stage: Stage) -> dict[str, Path]:
+        """Predict one subset with one unit's model (zero-shot weights, or the fine-tuned checkpoint)."""
         from tqdm import tqdm
 
-        path = self.run_dir / "predictions" / mode / unit.name / f"{ref.replace('/', '_')}.json"
-        marker = path.with_name(path.name + ".stage")  # not *.json: predictions/ holds only prediction files
-        key = stage_key({"model": self.model_cfg.to_dict(), "ref": ref, "root": str(self.data.root), **key_extra})
-        if path.is_file() and marker.is_file() and json.loads(marker.read_text()).get("key") == key:
-            logger.info("predict %s/%s/%s: reusing finished stage", mode, unit.name, ref)
-            return path
-        adapter = adapter_factory()
-        samples = self.split(ref)
+        unit = self.unit(stage.unit)
+        params, device = self.model_cfg.params, self.device
+        _seed_everything(self.spec.seed)
+        if stage.mode == "zero_shot":
+            adapter = self.cls.build(params, weights=self.zero_shot(unit)[0], device=device)
+        else:
+            adapter = self.cls.build(params, weights=None, device=device)
+            adapter.load(self.output(self._dependency(stage, "train"), "checkpoint"))
+        path = self.run_dir / "predictions" / stage.mode / unit.name / f"{_safe(stage.ref)}.json"
         predicted, categories = [], list(unit.train_as)
-        start = time.perf_counter()
-        for sample in tqdm(samples, desc=f"predict {mode}/{unit.name}/{ref}", unit="image"):
+        for sample in tqdm(self.split(stage.ref), desc=f"predict {stage.mode}/{unit.name}/{stage.ref}",
+                           unit="image"):
             instances = adapter.predict(sample.load_image())
             if unit.name != "all":
                 instances = [i.with_category(unit.name) for i in instances]
@@ -265,15 +477,16 @@ class Runner:
                 raise ConfigError(f"model {self.spec.model} predicted unknown class(es) {sorted(unknown)}; "
                                   f"it was trained on {categories}")
             predicted.append(sample.with_instances(instances))
-        self.timings[f"predict/{mode}/{unit.name}/{ref}"] = round(time.perf_counter() - start, 2)
         write_predictions(path, predicted, categories)
-        write_json_atomic(marker, {"key": key, "seconds": self.timings[f"predict/{mode}/{unit.name}/{ref}"]})
-        return path
+        return {"predictions": path}
 
-    def _evaluate(self, mode: str, unit: Unit, ref: str, pred_path: Path, init: str) -> tuple[list, list]:
-        """Score one subset's predictions for every target of the unit defined on that subset."""
-        gt = self.split(ref)
-        part_targets = self.data.targets_of(ref)
+    def _stage_evaluate(self, stage: Stage) -> dict[str, Path]:
+        """Score one subset's predictions for every target of the unit annotated there, both GT modes."""
+        unit = self.unit(stage.unit)
+        pred_path = self.output(self._dependency(stage, "predict"), "predictions")
+        init = self._init_of(stage.mode, unit)
+        gt = self.split(stage.ref)
+        part_targets = self.data.targets_of(stage.ref)
         pred, _ = load_coco(pred_path, images_dir=None)
         pred_by_name = {p.file_name: p for p in pred}
         rows, per_image = [], []
@@ -291,9 +504,48 @@ class Runner:
                 metrics[gt_mode] = ev.to_dict()["targets"][target]
                 metrics[gt_mode]["settings"] = {k: ev.settings[k] for k in ("boundary", "resolve_gt", "min_pixels")}
                 for r in ev.per_image_rows():
-                    per_image.append({"model": self.spec.model, "mode": mode, "subset": ref, "gt_mode": gt_mode, **r})
-            rows.append(self._row(mode, target, ref, "ok", "", init, metrics, len(gt)))
-        return rows, per_image
+                    per_image.append({"model": self.spec.model, "mode": stage.mode, "subset": stage.ref,
+                                      "gt_mode": gt_mode, **r})
+            rows.append(self._row(stage.mode, target, stage.ref, "ok", "", init, metrics, len(gt)))
+        path = self.run_dir / "evaluations" / stage.mode / unit.name / f"{_safe(stage.ref)}.json"
+        write_json_atomic(path, {"rows": rows, "per_image": per_image})
+        return {"evaluation": path}
+
+    def _init_of(self, mode: str, unit: Unit) -> str:
+        if mode == "zero_shot":
+            return self.zero_shot(unit)[1]
+        rec = self.record(self.stage(f"{self.spec.model}/train/{unit.name}"))
+        if "init" not in rec.get("outputs", {}):
+            return self.finetune_init()[1]
+        return json.loads(self.output(rec, "init").read_text())["init"]
+
+    def _stage_results(self, stage: Stage) -> dict[str, Path]:
+        """Collect every evaluation (and the skipped rows, with reasons) into the result files, in plan order."""
+        rows: list[dict[str, Any]] = []
+        per_image: list[dict[str, Any]] = []
+        seconds: dict[str, float] = {}
+        for mode in self.spec.modes:
+            for unit in self.units:
+                if mode == "zero_shot":
+                    _, init, reason = self.zero_shot(unit)
+                    if reason:
+                        rows += self._skip(mode, unit, reason, init)
+                        continue
+                for ref in self.refs(unit):
+                    ev = self.stage(f"{self.spec.model}/evaluate/{mode}/{unit.name}/{_safe(ref)}")
+                    rec = self.record(ev)
+                    if rec.get("state") != "done":
+                        raise ConfigError(f"{ev.id} is not done; run the bench again to resume")
+                    data = json.loads(self.output(rec, "evaluation").read_text())
+                    rows += data["rows"]
+                    per_image += data["per_image"]
+        for path in sorted((self.run_dir / "stages").glob("*.stage.json")):
+            rec = json.loads(path.read_text())
+            if rec.get("state") == "done" and rec.get("kind") in ("train", "predict", "evaluate"):
+                seconds[rec["id"].split("/", 1)[1]] = rec.get("seconds")
+        _write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
+        self._write_results(rows, per_image, seconds)
+        return {"results": self.run_dir / "results.json"}
 
     def _row(self, mode: str, target: str, ref: str, status: str, reason: str, init: str,
              metrics: dict[str, Any] | None = None, n_images: int | None = None) -> dict[str, Any]:
@@ -305,68 +557,13 @@ class Runner:
         return [self._row(mode, t, ref, "skipped", reason, init)
                 for ref in self.data.evaluate for t in unit.targets if t in self.data.targets_of(ref)]
 
-    # ------------------------------------------------------------------ modes
-
-    def _run_unit(self, mode: str, unit: Unit) -> tuple[list, list]:
-        params, device = self.model_cfg.params, self.device
-        if mode == "zero_shot":
-            weights, reason = self.model_cfg.zero_shot_for(unit.targets[0] if unit.name != "all" else "all")
-            if reason:
-                return self._skip(mode, unit, reason, "-"), []
-            try:
-                if weights:
-                    weights_mod.resolve(weights)
-            except MissingWeightsError as exc:
-                return self._skip(mode, unit, str(exc), f"pretrained:{weights}"), []
-            init = f"pretrained:{weights}" if weights else "none (no weights)"
-
-            def factory() -> Any:
-                return self.cls.build(params, weights=weights, device=device)
-
-            key_extra: dict[str, Any] = {"mode": mode, "weights": weights, "unit": unit.train_as}
-        else:
-            checkpoint, init = self._train(unit)
-
-            def factory() -> Any:
-                adapter = self.cls.build(params, weights=None, device=device)
-                adapter.load(checkpoint)
-                return adapter
-
-            key_extra = {"mode": mode, "checkpoint": str(checkpoint), "mtime": checkpoint.stat().st_mtime_ns}
-        rows, per_image = [], []
-        for ref in self.data.evaluate:
-            if not any(t in self.data.targets_of(ref) for t in unit.targets):
-                continue
-            pred_path = self._predict(mode, unit, factory, ref, key_extra)
-            r, p = self._evaluate(mode, unit, ref, pred_path, init)
-            rows += r
-            per_image += p
-        return rows, per_image
-
-    def run(self) -> Path:
-        """Execute the plan and write every result file; returns the run dir."""
-        start = time.perf_counter()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        logger.info("bench %s on %s (%s profile), device %s, run dir %s", self.spec.model, self.data.name,
-                    self.spec.profile, self.device, self.run_dir)
-        _write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
-        rows: list[dict[str, Any]] = []
-        per_image: list[dict[str, Any]] = []
-        for mode in self.spec.modes:
-            for unit in _units(self.cls, self.data, self.targets):
-                r, p = self._run_unit(mode, unit)
-                rows += r
-                per_image += p
-        self.timings["total"] = round(time.perf_counter() - start, 2)
-        self._write_results(rows, per_image)
-        return self.run_dir
-
     # ------------------------------------------------------------------ outputs
 
-    def _write_results(self, rows: list[dict[str, Any]], per_image: list[dict[str, Any]]) -> None:
+    def _write_results(self, rows: list[dict[str, Any]], per_image: list[dict[str, Any]],
+                       seconds: dict[str, float]) -> None:
         manifest = {"model": self.spec.model, "profile": self.spec.profile, "device": self.device,
-                    "seed": self.spec.seed, "git": _git_hash(), "versions": _versions(),
-                    "data": self.data.name, "wall_seconds": self.timings,
+                    "seed": self.spec.seed, "threads": self.spec.threads, "git": _git_hash(), "versions": _versions(),
+                    "data": self.data.name, "wall_seconds": seconds,
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json_atomic(self.run_dir / "manifest.json", manifest)
         write_json_atomic(self.run_dir / "results.json", {"model": self.spec.model, "profile": self.spec.profile,
@@ -374,6 +571,18 @@ class Runner:
         _write_text_atomic(self.run_dir / "results.csv", results_csv(rows))
         _write_text_atomic(self.run_dir / "results.md", results_markdown(rows))
         _write_text_atomic(self.run_dir / "per_image.csv", _csv(per_image))
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    """Send everything logged while a stage runs to its own file (what ``c6bench status`` points at)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
 
 
 COLUMNS = (("P@0.5", "0.5", "precision"), ("R@0.5", "0.5", "recall"), ("F1@0.5", "0.5", "f1"),
@@ -431,5 +640,5 @@ def results_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def run_bench(spec: BenchSpec) -> Path:
-    """Run a bench and return its run dir."""
+    """Run a bench in this process and return its run dir."""
     return Runner(spec).run()

@@ -1,4 +1,8 @@
-"""`c6bench bench`: zero-shot vs fine-tuned benchmark of one model (the product's main job)."""
+"""`c6bench bench`: zero-shot vs fine-tuned benchmark of one model or all (the product's main job).
+
+``--launcher local`` runs the stages here (``--workers N``: N processes, one per GPU when there are
+GPUs); ``--launcher slurm`` submits them as SLURM jobs through submitit and returns (see `c6bench status`).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,15 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="benchmark a model zero-shot and fine-tuned; prints the results table")
-    parser.add_argument("--model", required=True, help="registered model name (see `c6bench models`)")
+    parser.add_argument("--model", required=True,
+                        help="registered model name (see `c6bench models`), several separated by commas, or all")
     parser.add_argument("--data", default="auto",
                         help="auto (Glioma C6 if downloaded, else the bundled sample), sample, glioma_c6, "
                              "a dataset YAML, or a folder with the Glioma C6 layout")
     parser.add_argument("--profile", default="quick", help="paper (the paper's schedules) or quick (CPU minutes)")
+    parser.add_argument("--config", action="append", default=[], metavar="[MODEL=]YAML",
+                        help="model YAML to use instead of configs/models/<model>.yaml (repeatable; MODEL= "
+                             "needed when several models run)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--targets", nargs="*", default=None, help="targets to run (default: all of the dataset)")
     parser.add_argument("--modes", nargs="*", default=["zero_shot", "finetuned"], help="zero_shot and/or finetuned")
@@ -23,16 +31,71 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0 = off)")
     parser.add_argument("--boundary", type=int, default=2, help="frame width for the boundary rule (0 = off)")
+    launch = parser.add_argument_group("launching (see README, 'Running on a cluster')")
+    launch.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                        help="local: run here (default); slurm: one submitit job per stage with afterok dependencies")
+    launch.add_argument("--workers", type=int, default=1,
+                        help="local: parallel stage processes (one per visible GPU when there are GPUs)")
+    launch.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per stage (default: all cores, or cores / workers); CPU results are "
+                             "bit-identical across launchers for the same value")
+    launch.add_argument("--launcher-config", type=Path, default=None, help="slurm: launcher YAML (options below)")
+    launch.add_argument("--partition", default=None)
+    launch.add_argument("--account", default=None)
+    launch.add_argument("--qos", default=None)
+    launch.add_argument("--time", dest="time_min", type=int, default=None, help="minutes per job")
+    launch.add_argument("--gpus", dest="gpus_per_node", type=int, default=None, help="GPUs per train/predict job")
+    launch.add_argument("--cpus", dest="cpus_per_task", type=int, default=None, help="CPUs per job")
+    launch.add_argument("--mem", dest="mem_gb", type=float, default=None, help="memory per job (GB)")
+    launch.add_argument("--array-parallelism", type=int, default=None,
+                        help="at most this many first-wave jobs of the array run at once")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.run import BenchSpec, run_bench
+    import time
 
-    run_dir = run_bench(BenchSpec(
-        model=args.model, data=args.data, profile=args.profile, device=args.device, targets=args.targets,
-        modes=args.modes, out=args.resume or args.out, seed=args.seed, bootstrap=args.bootstrap,
-        boundary=args.boundary,
-    ))
-    sys.stdout.write((run_dir / "results.md").read_text() + f"\nrun dir: {run_dir}\n")
+    import adapters
+    from harness import launch
+    from harness.dataset import REPO_ROOT
+    from harness.run import BenchSpec, Runner
+
+    models = adapters.names() if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
+    configs = _configs(args.config, models)
+    root = args.resume or args.out or REPO_ROOT / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{args.model}"
+    runners = [Runner(BenchSpec(
+        model=m, data=args.data, profile=args.profile, device=args.device, targets=args.targets, modes=args.modes,
+        out=root if len(models) == 1 else root / m, seed=args.seed, bootstrap=args.bootstrap,
+        boundary=args.boundary, config=configs.get(m), threads=args.threads,
+    )) for m in models]
+    plan = launch.Plan.create(runners, root)
+    if args.launcher == "slurm":
+        options = launch.SlurmOptions.from_yaml(args.launcher_config) if args.launcher_config else launch.SlurmOptions()
+        options = options.merged({k: getattr(args, k) for k in ("partition", "account", "qos", "time_min",
+                                                                 "gpus_per_node", "cpus_per_task", "mem_gb",
+                                                                 "array_parallelism")})
+        jobs = launch.submit(plan, options)
+        sys.stdout.write(f"submitted {len(jobs)} job(s) for {len(plan.stages)} stage(s); "
+                         f"follow with: c6bench status {plan.root}\n")
+        return 0
+    launch.run_local(plan, workers=args.workers)
+    for runner in runners:
+        sys.stdout.write((runner.run_dir / "results.md").read_text() + f"\nrun dir: {runner.run_dir}\n")
     return 0
+
+
+def _configs(values: list[str], models: list[str]) -> dict[str, Path]:
+    """``--config [MODEL=]YAML`` values → model → YAML (a bare path only when one model runs)."""
+    from harness.errors import ConfigError
+
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            if len(models) != 1:
+                raise ConfigError(f"--config {value}: say which model it is for (MODEL=YAML) when several run")
+            name, path = models[0], value
+        if name not in models:
+            raise ConfigError(f"--config {value}: model {name!r} is not part of this bench ({', '.join(models)})")
+        out[name] = Path(path)
+    return out

@@ -72,9 +72,29 @@ def test_rerun_reuses_finished_stages(classical_run, subprocess_env) -> None:
     before = json.loads((out / "results.json").read_text())
     proc = _bench(out, {**subprocess_env, "TQDM_DISABLE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "train cells: reusing finished stage" in proc.stderr
-    assert proc.stderr.count("reusing finished stage") == 3  # train + 2 predict stages
+    assert "stage classical/train/cells: reusing finished stage" in proc.stderr
+    assert proc.stderr.count("reusing finished stage") == 6  # train, 2 predict, 2 evaluate, results
     assert json.loads((out / "results.json").read_text())["rows"] == before["rows"]
+
+
+def test_changed_scoring_setting_reruns_only_downstream_stages(classical_run, subprocess_env, tmp_path) -> None:
+    """A new bootstrap count changes the evaluate keys: training and prediction are reused, scoring redone."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(classical_run[0], out)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "bench", "--model", "classical", "--data", "sample", "--out", str(out),
+         "--bootstrap", "20"], capture_output=True, text=True, env={**subprocess_env, "TQDM_DISABLE": "1"},
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reused = sorted(line.split("stage ")[1].split(":")[0] for line in proc.stderr.splitlines()
+                    if "reusing finished stage" in line)
+    ran = sorted(line.split("stage ")[1].split(":")[0] for line in proc.stderr.splitlines() if ": start (key" in line)
+    assert reused == ["classical/predict/finetuned/cells/spec_test", "classical/predict/zero_shot/cells/spec_test",
+                      "classical/train/cells"]
+    assert ran == ["classical/evaluate/finetuned/cells/spec_test", "classical/evaluate/zero_shot/cells/spec_test",
+                   "classical/results"]
 
 
 def test_missing_zero_shot_weights_are_recorded_as_skipped(tmp_path: Path, monkeypatch) -> None:
