@@ -306,3 +306,10 @@ def test_stage_ids_and_missing_stage(tmp_path: Path) -> None:
         ("classical/predict/zero_shot/cells/spec_test", "pending", "ready"),
         ("classical/evaluate/zero_shot/cells/spec_test", "pending",
          "waiting for classical/predict/zero_shot/cells/spec_test")]
+
+
+def test_example_launcher_yaml_loads() -> None:
+    from harness.launch import SlurmOptions
+
+    options = SlurmOptions.from_yaml(REPO / "configs" / "launchers" / "slurm.yaml")
+    assert (options.partition, options.gpus_per_node, options.time_min, options.cluster) == ("gpu", 1, 2880, "slurm")
