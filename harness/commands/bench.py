@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     models = adapters.names() if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
     configs = _configs(args.config, models)
-    root = args.resume or args.out or REPO_ROOT / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{args.model}"
+    root = args.resume or args.out or REPO_ROOT / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{args.model.replace(',', '+')}"
     runners = [Runner(BenchSpec(
         model=m, data=args.data, profile=args.profile, device=args.device, targets=args.targets, modes=args.modes,
         out=root if len(models) == 1 else root / m, seed=args.seed, bootstrap=args.bootstrap,
