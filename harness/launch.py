@@ -453,6 +453,10 @@ def stage_status(plan: Plan) -> list[dict[str, Any]]:
         if state in ("pending", "submitted") and any(state_of.get(d) in ("failed", "blocked", "interrupted")
                                                      for d in stage.deps):
             state = "blocked"  # under SLURM its afterok job will never start
+        elif state in ("submitted", "running") and rec.get("job_id"):
+            ended = _sacct_failure(rec["job_id"])
+            if ended:  # the job ended without the stage finishing: time limit, memory, node failure, cancel
+                state, rec = "failed", {**rec, "error": f"slurm job {rec['job_id']}: {ended}"}
         state_of[stage.id] = state
         detail = {"done": f"{rec.get('seconds', 0):.1f} s",
                   "failed": rec.get("error", ""),
@@ -467,6 +471,24 @@ def stage_status(plan: Plan) -> list[dict[str, Any]]:
                      "log": rec.get("log") or str(plan.run_dir(stage.model) / "logs"),
                      "job_log": rec.get("job_log", "")})
     return rows
+
+
+SLURM_FAILURES = ("FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                  "DEADLINE")
+
+
+def _sacct_failure(job_id: str) -> str | None:
+    """The SLURM end state of a job that ended badly (``TIMEOUT``, ``OUT_OF_MEMORY`` …), else None (or no sacct)."""
+    sacct = shutil.which("sacct")
+    if not sacct:
+        return None
+    try:
+        out = subprocess.run([sacct, "-n", "-P", "-X", "-j", str(job_id), "-o", "State"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    states = out.stdout.split()
+    return states[0] if states and states[0] in SLURM_FAILURES else None
 
 
 def _pid_alive(pid: Any) -> bool:

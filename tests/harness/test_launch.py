@@ -313,3 +313,25 @@ def test_example_launcher_yaml_loads() -> None:
 
     options = SlurmOptions.from_yaml(REPO / "configs" / "launchers" / "slurm.yaml")
     assert (options.partition, options.gpus_per_node, options.time_min, options.cluster) == ("gpu", 1, 2880, "slurm")
+
+
+def test_status_reports_a_job_that_slurm_ended(tmp_path: Path, monkeypatch) -> None:
+    """A job killed by its time limit never records a failure itself: status asks sacct and says why."""
+    from harness import launch
+    from harness.run import BenchSpec, Runner
+
+    monkeypatch.setenv("PATH", f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path / "slurm"))
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "outcome.json").write_text(json.dumps({"77": "TIMEOUT", "78": "RUNNING"}))
+    out = tmp_path / "run"
+    plan = launch.Plan.create([Runner(BenchSpec(model="classical", data="sample", device="cpu", out=out))], out)
+    for stage_id, job in (("classical/train/cells", "77"), ("classical/predict/zero_shot/cells/spec_test", "78")):
+        path = launch.job_record_path(out, stage_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"job_id": job, "log": "x.log", "job_log": f"{job}_0_log.err"}))
+    rows = {r["stage"]: r for r in launch.stage_status(launch.Plan.load(out))}
+    assert (rows["classical/train/cells"]["state"], rows["classical/train/cells"]["detail"]) == (
+        "failed", "slurm job 77: TIMEOUT")
+    assert rows["classical/predict/zero_shot/cells/spec_test"]["state"] == "submitted"
+    assert rows["classical/predict/finetuned/cells/spec_test"]["state"] == "blocked"
