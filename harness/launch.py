@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -448,7 +449,7 @@ def stage_status(plan: Plan) -> list[dict[str, Any]]:
     for stage in plan.stages:
         rec = plan.record(stage)
         state = rec.get("state", "pending")
-        if state == "running" and rec.get("host") == os.uname().nodename and not _pid_alive(rec.get("pid")):
+        if state == "running" and rec.get("host") == platform.node() and not _pid_alive(rec.get("pid")):
             state = "interrupted"
         if state in ("pending", "submitted") and any(state_of.get(d) in ("failed", "blocked", "interrupted")
                                                      for d in stage.deps):
