@@ -45,11 +45,13 @@ def _ellipse(cy: float, cx: float, ry: float, rx: float, angle: float, n: int = 
     return np.stack([np.clip(x, 0, WIDTH), np.clip(y, 0, HEIGHT)], axis=1)
 
 
-def make_scene(seed: int = SEED) -> tuple[list[Instance], list[Instance]]:
-    """200 GT ellipses (a third placed against a neighbour so they overlap) and 200 predictions."""
+def make_scene(seed: int = SEED, n_gt: int = N_GT, n_pred: int = N_PRED,
+               n_spurious: int = 30) -> tuple[list[Instance], list[Instance]]:
+    """n_gt GT ellipses (a third placed against a neighbour so they overlap) and n_pred predictions
+    (n_pred - n_spurious jittered copies of GT cells, then n_spurious random ones)."""
     rng = np.random.default_rng(seed)
     shapes: list[tuple[float, float, float, float, float]] = []
-    for _ in range(N_GT):
+    for _ in range(n_gt):
         ry, rx, angle = rng.uniform(18, 40), rng.uniform(18, 40), rng.uniform(0, np.pi)
         if shapes and rng.random() < 0.35:
             py, px, pry, prx, _ = shapes[int(rng.integers(len(shapes)))]
@@ -63,7 +65,7 @@ def make_scene(seed: int = SEED) -> tuple[list[Instance], list[Instance]]:
         for k, s in enumerate(shapes)
     ]
     pred = []
-    for k, idx in enumerate(rng.permutation(N_GT)[: N_PRED - 30]):
+    for k, idx in enumerate(rng.permutation(n_gt)[: n_pred - n_spurious]):
         cy, cx, ry, rx, angle = shapes[idx]
         s = rng.uniform(0.85, 1.15, size=2)
         jit = _ellipse(
@@ -72,7 +74,7 @@ def make_scene(seed: int = SEED) -> tuple[list[Instance], list[Instance]]:
         pred.append(
             Instance(category="cell", height=HEIGHT, width=WIDTH, order=k, polygons=(jit,), score=0.9)
         )
-    for _ in range(30):
+    for _ in range(n_spurious):
         spurious = _ellipse(
             rng.uniform(0, HEIGHT),
             rng.uniform(0, WIDTH),
