@@ -2,7 +2,8 @@
 
 Speed is measured here, by scripts that write numbers, never by timed tests. Each benchmark module
 defines ``run(quick: bool = False) -> dict``; its result lands in the output under the module's area
-name (``bench_metrics.py`` → ``"metrics"``).
+name (``bench_metrics.py`` → ``"metrics"``). The JSON goes to ``--out``; stdout gets a compact table
+(area, figure, value) of the scalar figures, long free-text notes left out (they stay in the JSON).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.dataset import REPO_ROOT
+from harness.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +47,62 @@ def run(args: argparse.Namespace) -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    for path in sorted(BENCH_DIR.glob("bench_*.py")):
-        area = path.stem.removeprefix("bench_")
+    paths = {path.stem.removeprefix("bench_"): path for path in sorted(BENCH_DIR.glob("bench_*.py"))}
+    unknown = sorted(set(args.only or ()) - set(paths))
+    if unknown:
+        raise ConfigError(f"perf --only: no benchmark named {unknown}; the areas are {sorted(paths)}")
+    failed = []
+    total = time.perf_counter()
+    for area, path in paths.items():
         if args.only and area not in args.only:
             continue
         logger.info("benchmark %s", area)
         start = time.perf_counter()
-        results[area] = _load(path).run(quick=args.quick)
+        try:
+            results[area] = _load(path).run(quick=args.quick)
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not lose the others' figures
+            logger.exception("benchmark %s failed", area)
+            results[area] = {"error": f"{type(exc).__name__}: {exc}"}
+            failed.append(area)
         results[area]["_wall_s"] = round(time.perf_counter() - start, 2)
+    results["wall_s"] = round(time.perf_counter() - total, 2)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(args.out)
-    sys.stdout.write(json.dumps(results, indent=2) + "\n")
+    sys.stdout.write(format_table(results) + f"\nwrote {args.out} ({results['wall_s']} s)\n")
+    if failed:
+        sys.stderr.write(f"error: benchmarks failed: {', '.join(failed)} (see {args.out} and the log)\n")
+        return 1
     return 0
+
+
+MAX_TEXT = 48  # longer strings (explanatory notes, commands) stay in the JSON only
+
+
+def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(area, dotted figure name, value) for every scalar or short list figure of every area."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(area: str, prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(area, f"{prefix}.{key}" if prefix else str(key), item)
+            return
+        text = json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
+        if len(text) <= MAX_TEXT:
+            rows.append((area, prefix, text))
+
+    for area, figures in results.items():
+        if not isinstance(figures, dict) or area == "machine":
+            continue
+        walk(area, "", figures)
+    return rows
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A fixed-width three-column table for the terminal."""
+    rows = [("area", "figure", "value"), *table_rows(results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
