@@ -37,14 +37,16 @@ def _f1_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    """Wall seconds of one classical quick bench on the sample (one run even when not quick: it is the figure)."""
+    """Wall seconds of one classical quick bench on the sample; --quick: zero-shot only (a smoke run, not the
+    figure)."""
+    command = [*COMMAND, "--modes", "zero_shot"] if quick else COMMAND
     with tempfile.TemporaryDirectory(prefix="c6perf-bench-") as tmp:
         out_dir = Path(tmp) / "run"
-        argv = [sys.executable, *COMMAND, "--out", str(out_dir)]
+        argv = [sys.executable, *command, "--out", str(out_dir)]
         start = time.perf_counter()
         proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
-        figures: dict[str, Any] = {"command": " ".join(["python", *COMMAND, "--out", "<tmp>"]),
+        figures: dict[str, Any] = {"command": " ".join(["python", *command, "--out", "<tmp>"]),
                                    "wall_s": round(wall, 2), "returncode": proc.returncode}
         if proc.returncode != 0:
             figures["error"] = proc.stderr.strip().splitlines()[-5:]

@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load(path: Path) -> Any:
     spec = importlib.util.spec_from_file_location(f"benchmarks.{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (and pickling) look the module up by name
     spec.loader.exec_module(module)
     return module
 
@@ -89,7 +90,9 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 walk(area, f"{prefix}.{key}" if prefix else str(key), item)
             return
         text = json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
-        if len(text) <= MAX_TEXT:
+        if prefix.split(".")[-1] == "error":  # a failure always shows, shortened
+            rows.append((area, prefix, text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."))
+        elif len(text) <= MAX_TEXT:
             rows.append((area, prefix, text))
 
     for area, figures in results.items():
