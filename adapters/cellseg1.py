@@ -532,13 +532,15 @@ class CellSeg1Adapter(Adapter):
         pct_start: float = 0.3,
         threshold_grid: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95),
         dice_weight: float = 0.0,
+        balanced_fraction: float = 0.0,
         seed: int = 0,
     ) -> Path:
         """Fine-tune (LoRA) on point prompts from priority-resolved masks; pick pred_iou_thresh on validation.
 
         One epoch = `samples_per_epoch` random tiles (CellSeg1's duplicate_data); one optimiser step every
         `grad_accumulation` batches. ``dice_weight`` > 0 adds a dice term on the positives (not in
-        CellSeg1; keeps a random-init model from collapsing to all-background masks).
+        CellSeg1). ``balanced_fraction`` > 0 (not in CellSeg1) trains the first fraction of the batches with
+        class-balanced BCE, then CellSeg1's plain BCE: what lets a random-init SAM learn at all (`mask_bce`).
         Returns ``out_dir/cellseg1.pt`` (trained tensors + base description).
         """
         import torch
@@ -547,6 +549,8 @@ class CellSeg1Adapter(Adapter):
         if epochs < 1 or batch_size < 1 or grad_accumulation < 1 or samples_per_epoch < 1:
             raise ConfigError("cellseg1: epochs, batch_size, grad_accumulation, samples_per_epoch must be "
                               ">= 1")
+        if not 0.0 <= balanced_fraction <= 1.0:
+            raise ConfigError(f"cellseg1: balanced_fraction must be in [0, 1], not {balanced_fraction}")
         if not train_samples:
             raise DataError("cellseg1: no training samples")
         out_dir = Path(out_dir)
@@ -572,7 +576,8 @@ class CellSeg1Adapter(Adapter):
         for i in bar:
             items = [self._augment_tile(tiles[rng.integers(len(tiles))], rng, prompt_args)
                      for _ in range(batch_size)]
-            loss = self._loss(items, dice_weight)
+            balanced = i < balanced_fraction * epochs * batches_per_epoch
+            loss = self._loss(items, dice_weight, "balanced_bce" if balanced else "bce")
             if loss is None:
                 continue
             (loss / grad_accumulation).backward()
@@ -653,9 +658,11 @@ class CellSeg1Adapter(Adapter):
                                        multimask_output=False)
         return logits[:, 0], iou[:, 0]
 
-    def _loss(self, items: list[TileBatchItem], dice_weight: float = 0.0) -> torch.Tensor | None:
+    def _loss(self, items: list[TileBatchItem], dice_weight: float = 0.0,
+              mask_loss: str = "bce") -> torch.Tensor | None:
         """BCE on positives' low-res logits + MSE of the IoU head (1 cell / 0 background), batch mean;
-        plus `dice_weight` x soft dice on the positives when asked."""
+        plus `dice_weight` x soft dice on the positives when asked. ``mask_loss="balanced_bce"`` weights
+        each mask's cell and background pixels to half the loss each (see `mask_bce`)."""
         import torch
         import torch.nn.functional as F
 
@@ -672,7 +679,7 @@ class CellSeg1Adapter(Adapter):
             target = F.interpolate(target[:, None], size=logits.shape[-2:], mode="nearest")[:, 0]
             loss = F.mse_loss(iou, pos.float())
             if pos.any():
-                loss = loss + F.binary_cross_entropy_with_logits(logits[pos], target[pos])
+                loss = loss + mask_bce(logits[pos], target[pos], mask_loss)
                 if dice_weight > 0:
                     prob, tgt = torch.sigmoid(logits[pos]).flatten(1), target[pos].flatten(1)
                     dice = 1 - (2 * (prob * tgt).sum(1) + 1) / (prob.sum(1) + tgt.sum(1) + 1)
@@ -851,6 +858,29 @@ class CellSeg1Adapter(Adapter):
 
         ty, tx, crop = tighten(oy + int(y0), ox + int(x0), crop)
         return Candidate(ty, tx, crop, iou, stab)
+
+
+MASK_LOSSES = ("bce", "balanced_bce")
+
+
+def mask_bce(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Pixel BCE of (N, h, w) mask logits against 0/1 targets, mean over pixels and masks.
+
+    ``bce`` is CellSeg1's loss. ``balanced_bce`` (not in CellSeg1) gives each mask's cell pixels and its
+    background pixels half of the weight each: a cell covers ~2 % of a tile, so under plain BCE a
+    randomly initialised SAM settles on all-background masks for every prompt (measured: constant logits
+    near -4 after training) and never starts to follow the prompt; pretrained SAM does not need it.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    if kind != "balanced_bce":
+        raise ConfigError(f"cellseg1: mask_loss must be one of {', '.join(MASK_LOSSES)}, not {kind!r}")
+    fg = target.flatten(1).mean(1).clamp(1e-4, 1 - 1e-4)[:, None, None]
+    weight = torch.where(target > 0, 0.5 / fg, 0.5 / (1 - fg))
+    return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
 
 
 def _stability(logits: torch.Tensor, offset: float) -> torch.Tensor:

@@ -19,7 +19,14 @@ from harness.errors import ConfigError, MissingWeightsError
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
-from adapters.cellseg1 import Candidate, build_sam, is_lora_key, mask_iou_nms, resize_sam_state  # noqa: E402
+from adapters.cellseg1 import (  # noqa: E402
+    Candidate,
+    build_sam,
+    is_lora_key,
+    mask_bce,
+    mask_iou_nms,
+    resize_sam_state,
+)
 
 SIZE = 128
 TINY = dict(variant="tiny", image_size=SIZE, train_scope="lora", points_per_side=6, crop_n_layers=0,
@@ -200,3 +207,31 @@ def test_schema_and_missing_weights() -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         cls.check_schedule({"epoch": 1})
     assert {s.name for s in cls.weights} == {"sam_vit_b", "sam_vit_l", "sam_vit_h"}
+
+
+def test_balanced_bce_gives_cell_and_background_pixels_equal_weight() -> None:
+    """Why a random-init SAM needs it: with plain BCE one cell pixel in four gets a quarter of the gradient."""
+    target = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    logits = torch.tensor([[[0.0, -100.0], [-100.0, -100.0]]])
+    ln2 = float(np.log(2.0))
+    assert mask_bce(logits, target, "bce").item() == pytest.approx(ln2 / 4, rel=1e-6)
+    assert mask_bce(logits, target, "balanced_bce").item() == pytest.approx(ln2 / 2, rel=1e-6)  # 2 x ln2 / 4
+    zero = torch.zeros(1, 2, 2, requires_grad=True)
+    mask_bce(zero, target, "balanced_bce").backward()
+    # weights 0.5/0.25 = 2 (cell) and 0.5/0.75 (background); d/dz = w (sigmoid(0) - t) / 4
+    assert zero.grad[0, 0, 0].item() == pytest.approx(-0.25, rel=1e-6)
+    assert zero.grad.sum().item() == pytest.approx(0.0, abs=1e-7)  # background total +0.25 balances it
+    with pytest.raises(ConfigError, match="mask_loss"):
+        mask_bce(logits, target, "focal")
+
+
+def test_balanced_fraction_is_checked_and_used(tmp_path: Path) -> None:
+    adapter = adapters.get("cellseg1")(**TINY)
+    with pytest.raises(ConfigError, match="balanced_fraction"):
+        adapter.train([disk_sample(tmp_path)], [], tmp_path / "run", **SCHEDULE, balanced_fraction=1.5)
+    seen = []
+    real = adapter._loss
+    adapter._loss = lambda items, dice, kind: seen.append(kind) or real(items, dice, kind)
+    adapter.train([disk_sample(tmp_path)], [], tmp_path / "run", **{**SCHEDULE, "epochs": 4},
+                  balanced_fraction=0.5)
+    assert seen == ["balanced_bce", "balanced_bce", "bce", "bce"]
