@@ -736,10 +736,14 @@ class CellSeg1Adapter(Adapter):
         path = Path(checkpoint)
         if not path.is_file():
             raise MissingWeightsError(f"checkpoint {path} does not exist")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+            raise ConfigError(f"{path}: not a cellseg1 checkpoint (torch cannot read it: {type(exc).__name__}); "
+                              "was it written by another adapter? Use the file cellseg1's train() returned") from exc
         if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-            raise MissingWeightsError(f"{path} is not a cellseg1 checkpoint of this harness "
-                                      f"({CHECKPOINT_FORMAT})")
+            raise ConfigError(f"{path}: not a cellseg1 checkpoint of this harness (expected format "
+                              f"{CHECKPOINT_FORMAT}); use the file cellseg1's train() returned")
         if blob["base_weights"] is not None:  # the base the checkpoint was trained on, whatever we were given
             from harness.weights import resolve
 
