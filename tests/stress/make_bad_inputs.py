@@ -397,14 +397,15 @@ def markdown(scratch: Path) -> str:
              "`tests/stress/test_bad_inputs.py` (error type + the fragments of the message that name the file, the item",
              "and what to do). Regenerate this table with `python tests/stress/make_bad_inputs.py --markdown "
              "docs/bad_inputs.md`.", "",
-             "| case | what is malformed | entry point | what the user gets |", "|---|---|---|---|"]
+             "| case | what is malformed | entry point | what the user gets | test |", "|---|---|---|---|---|"]
     for case in CASES:
         folder = scratch / case.id
         folder.mkdir(parents=True, exist_ok=True)
         seen = outcome(case, folder).replace("|", "\\|")
         if case.error is None:
             seen = f"accepted on purpose: {case.what.split(': ', 1)[-1]}"
-        lines.append(f"| `{case.id}` | {case.what.split(': ')[0]} | {case.entry} | {seen} |")
+        lines.append(f"| `{case.id}` | {case.what.split(': ')[0]} | {case.entry} | {seen} "
+                     f"| `test_bad_input[{case.id}]` |")
     return "\n".join(lines) + "\n"
 
 
