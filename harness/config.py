@@ -112,7 +112,10 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
     from adapters.base import check_keys
 
     check_keys(cls.__init__, {**params, "weights": None, "device": "cpu"}, f"{path}: params of model '{model}'")
-    cls.check_schedule(train)
+    try:
+        cls.check_schedule(train)
+    except ConfigError as exc:  # name the file and profile the schedule came from
+        raise ConfigError(f"{path}: profiles.{profile}.train: {exc}") from exc
     weights = zero.get("weights")
     if weights is not None and not isinstance(weights, (str, dict)):
         raise ConfigError(f"{path}: zero_shot.weights must be a weights name or a target -> name mapping")

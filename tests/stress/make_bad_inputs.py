@@ -319,7 +319,7 @@ CONFIG_CASES = [
     Case("config_unknown_train_key", "profile schedule with a key train() does not take",
          "load_model_config / --config",
          files(config__yaml="model: cellpose\nprofiles: {quick: {train: {epoch: 3}}}\n"),
-         model_config("cellpose"), "ConfigError", ("epoch",)),
+         model_config("cellpose"), "ConfigError", ("{config}", "profiles.quick.train", "epoch")),
     Case("config_unknown_profile", "asking for a profile the YAML lacks", "load_model_config / --profile",
          files(config__yaml="model: classical\nprofiles: {paper: {}}\n"), model_config("classical"),
          "ConfigError", ("{config}", "unknown profile 'quick'", "available: paper")),
