@@ -285,6 +285,25 @@ def _zoom(image: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.ndar
     return img, lab[0, 0].numpy().astype(np.int32)
 
 
+def scaled_size(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(height, width) of an image resized by `scale` (at least 1 pixel each)."""
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def rescale_train_image(item: TrainImage, scale: float) -> TrainImage:
+    """`item` resized by `scale` (area averaging for the 8-bit pixels, nearest for labels); 1.0 returns it."""
+    if scale == 1.0:
+        return item
+    import torch
+    import torch.nn.functional as F
+
+    size = scaled_size(item.labels.shape, scale)
+    pixels = F.interpolate(torch.from_numpy(item.pixels.astype(np.float32))[None], size=size, mode="area")[0]
+    labels = F.interpolate(torch.from_numpy(item.labels.astype(np.float32))[None, None], size=size, mode="nearest")
+    return TrainImage(np.ascontiguousarray(np.rint(pixels.numpy()).astype(np.uint8)), item.span,
+                      labels[0, 0].numpy().astype(np.int32))
+
+
 def _pad_to(image: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Zero-pad symmetrically so that both sides are at least `size` (MONAI SpatialPad)."""
     dy, dx = max(size - labels.shape[0], 0), max(size - labels.shape[1], 0)
@@ -470,6 +489,7 @@ class MediarAdapter(Adapter):
         min_size: int = 16,
         label_rule: str = "last",
         min_pixels: int = 10,
+        scale: float = 1.0,
     ) -> None:
         """Args (the schema of ``params`` in ``configs/models/mediar.yaml``):
         weights: ``from_phase1``, ``from_phase2``, a MEDIAR-Former state-dict file, or None (random init).
@@ -485,6 +505,9 @@ class MediarAdapter(Adapter):
         min_size: masks below this many pixels are removed and holes filled (MEDIAR removes < 16 px).
         label_rule, min_pixels: how overlapping annotations are flattened for training
             (`harness.convert.label_map`).
+        scale: images (and training label maps) are resized by this factor before the network, and its output
+            is resized back to full resolution before the dynamics. MEDIAR works at native resolution (1.0);
+            the quick CPU profile halves the pixels per cell to learn in minutes.
         """
         super().__init__(weights=weights, device=device)
         if encoder not in ENCODERS:
@@ -498,6 +521,8 @@ class MediarAdapter(Adapter):
                 f"model 'mediar': cellprob_threshold is a probability in (0, 1), got {cellprob_threshold!r}")
         if label_rule not in LABEL_RULES:
             raise ConfigError(f"model 'mediar': label_rule {label_rule!r} is not one of {', '.join(LABEL_RULES)}")
+        if not 0.0 < scale <= 4.0:
+            raise ConfigError(f"model 'mediar': scale must be in (0, 4], got {scale!r}")
         if window_batch < 1 or niter < 1 or min_size < 0 or min_pixels < 0:
             raise ConfigError("model 'mediar': window_batch and niter must be >= 1, min_size and min_pixels >= 0")
         self.encoder = encoder
@@ -511,6 +536,7 @@ class MediarAdapter(Adapter):
         self.min_size = int(min_size)
         self.label_rule = label_rule
         self.min_pixels = int(min_pixels)
+        self.scale = float(scale)
         self.weights_path: Path | None = resolve(weights) if weights else None
         if self.weights_path is not None:
             check_mediar_file(self.weights_path, encoder)
@@ -593,7 +619,7 @@ class MediarAdapter(Adapter):
         device = self._torch_device()
         config = {
             "encoder": self.encoder, "init": str(self.weights_path) if self.weights_path else None,
-            "label_rule": self.label_rule, "min_pixels": self.min_pixels,
+            "label_rule": self.label_rule, "min_pixels": self.min_pixels, "scale": self.scale,
             "train": [s.name for s in train_samples], "valid": [s.name for s in val_samples],
             "epochs": epochs, "learning_rate": learning_rate, "weight_decay": weight_decay, "batch_size": batch_size,
             "crop_size": crop_size, "crops_per_epoch": crops_per_epoch, "t_max": t_max, "eta_min": eta_min,
@@ -686,7 +712,7 @@ class MediarAdapter(Adapter):
                 logger.info("%s: %d instance(s) dropped while flattening overlaps (rule %s)", sample.name,
                             len(resolution.dropped), self.label_rule)
             pixels, span = mediar_uint8(sample.load_image())
-            out.append(TrainImage(pixels, span, np.asarray(labels, dtype=np.int32)))
+            out.append(rescale_train_image(TrainImage(pixels, span, np.asarray(labels, dtype=np.int32)), self.scale))
         return out
 
     @staticmethod
@@ -720,7 +746,12 @@ class MediarAdapter(Adapter):
         """The (ensemble-, TTA-) averaged network output (dY, dX, logit) at full resolution, float32 (3, H, W)."""
         import torch
 
+        import torch.nn.functional as F
+
         x = torch.from_numpy(mediar_normalize(image)).to(self._torch_device())
+        height, width = x.shape[1:]
+        if self.scale != 1.0:  # the same resizing as the training images (`rescale_train_image`)
+            x = F.interpolate(x[None], size=scaled_size((height, width), self.scale), mode="area")[0]
         run = flip_tta if self.tta else sliding_window
         with torch.inference_mode():
             outputs = []
@@ -728,6 +759,8 @@ class MediarAdapter(Adapter):
                 net.eval()
                 outputs.append(run(net, x, self.window, self.overlap, self.window_batch))
             mean = torch.stack(outputs).mean(dim=0)
+            if self.scale != 1.0:  # flows are unit-length x 5 at any size: only their grid changes
+                mean = F.interpolate(mean[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         return mean.cpu().numpy().astype(np.float32)
 
     def masks_from_output(self, output: np.ndarray) -> np.ndarray:

@@ -336,6 +336,33 @@ def test_masks_from_ideal_flows_recover_the_cells() -> None:
     assert instances[1].score == pytest.approx(0.9)
 
 
+def test_scale_resizes_training_images_and_predicts_at_full_resolution() -> None:
+    """`scale` (the quick profile's 0.5): training pixels area-averaged, labels nearest; the network sees the image
+    area-downsampled and its output is bilinearly resized back to the input size before the dynamics."""
+    import torch
+
+    from adapters.mediar import MediarAdapter, TrainImage, rescale_train_image
+
+    pixels = np.array([[[0, 2, 10, 10], [4, 6, 10, 10], [1, 1, 7, 8], [1, 1, 9, 9]]], dtype=np.uint8)
+    labels = np.array([[0, 0, 3, 3], [0, 5, 3, 3], [7, 7, 0, 0], [7, 7, 0, 1]], dtype=np.int32)
+    item = rescale_train_image(TrainImage(pixels, 20.0, labels), 0.5)
+    assert item.pixels.dtype == np.uint8 and item.span == 20.0
+    assert item.pixels.tolist() == [[[3, 10], [1, 8]]]  # 8.25 -> 8: rounded to nearest
+    assert item.labels.tolist() == [[0, 3], [7, 0]]  # nearest = each 2 x 2 block's top-left label
+    assert rescale_train_image(item, 1.0) is item
+    with pytest.raises(ConfigError, match="scale must be in"):
+        MediarAdapter(encoder=ENCODER, scale=0.0)
+
+    adapter = MediarAdapter(encoder=ENCODER, window=64, scale=0.5)
+    adapter._nets = [torch.nn.Identity()]  # output = the network input: shows exactly what the network saw
+    image = np.full((64, 64), 100, dtype=np.uint16)
+    image[:, 32:] = 300  # normalised: 0 left, 1 right
+    output = adapter.raw_output(image)
+    assert output.shape == (3, 64, 64)
+    expected_row = np.array([0.0] * 31 + [0.25, 0.75] + [1.0] * 31, dtype=np.float32)
+    np.testing.assert_allclose(output, np.broadcast_to(expected_row, (3, 64, 64)), atol=1e-6)
+
+
 def test_augmented_crops_keep_image_and_labels_aligned(train_sample: Sample) -> None:
     from adapters.mediar import TrainImage, augmented_crop, mediar_uint8
 
@@ -457,4 +484,4 @@ def test_model_config_matches_the_adapter(sample_dir: Path) -> None:
     paper, quick = config["profiles"]["paper"], config["profiles"]["quick"]
     assert (paper["params"]["encoder"], paper["params"]["ensemble_with"], paper["train"]["epochs"]) == (
         "mit_b5", "from_phase1", 100)
-    assert quick["params"]["encoder"] == "mit_b0"
+    assert (quick["params"]["encoder"], quick["params"]["scale"]) == ("mit_b0", 0.5)
