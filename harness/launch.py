@@ -26,7 +26,7 @@ import yaml
 
 from harness.errors import C6BenchError, ConfigError
 from harness.predictions import write_json_atomic
-from harness.run import BenchSpec, Runner, Stage, record_path
+from harness.run import BenchSpec, Runner, Stage, read_record, record_path
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ class Plan:
         root = Path(root).resolve()
         specs, stages, by_model = {}, [], {}
         for runner in runners:
-            runner.run_dir = Path(runner.run_dir).resolve()
-            runner.spec.out = runner.run_dir
+            runner.spec.out = runner.run_dir  # absolute (Runner resolves it): plan.json stores it root-relative
             specs[runner.spec.model] = runner.spec
             by_model[runner.spec.model] = runner
             stages += runner.stages()
@@ -102,7 +101,7 @@ class Plan:
         """
         path = record_path(self.run_dir(stage.model), stage.id)
         job_path = job_record_path(self.run_dir(stage.model), stage.id)
-        rec, job = _read_json(path), _read_json(job_path)
+        rec, job = read_record(path), read_record(job_path)
         if job and (not rec or job_path.stat().st_mtime_ns > path.stat().st_mtime_ns):
             return {**rec, **job, "state": "submitted"}
         return {**job, **rec} if job else rec
@@ -123,13 +122,6 @@ class Plan:
 def job_record_path(run_dir: Path, stage_id: str) -> Path:
     """``<run dir>/stages/jobs/<stage>.json``: the last cluster submission of a stage (job id, job log)."""
     return record_path(run_dir, stage_id).parent / "jobs" / record_path(run_dir, stage_id).name
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}  # records are written atomically; an unreadable one counts as absent
 
 
 def run_stage(root: str | Path, stage_id: str) -> str:
@@ -364,7 +356,8 @@ def submit(plan: Plan, options: SlurmOptions) -> dict[str, str]:
             logger.info("stage %s: already in the queue as job %s, not resubmitted", stage.id, rec["job_id"])
             jobs[stage.id] = rec["job_id"]
     todo = [s for s in todo if s.id not in jobs]
-    first = [s for s in todo if not any(d in jobs or d in {t.id for t in todo} for d in s.deps)]
+    pending = {s.id for s in todo} | set(jobs)
+    first = [s for s in todo if not any(d in pending for d in s.deps)]
     if len(first) > 1:
         executor = _executor(plan, options)
         executor.update_parameters(**options.parameters(first[0], "c6-first-wave"))

@@ -217,6 +217,14 @@ def record_path(run_dir: Path, stage_id: str) -> Path:
     return Path(run_dir) / "stages" / f"{stage_id.split('/', 1)[1].replace('/', '__')}.stage.json"
 
 
+def read_record(path: Path) -> dict[str, Any]:
+    """A stage (or job) record; absent or unreadable = ``{}`` (records are written atomically)."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def _safe(ref: str) -> str:
     return ref.replace("/", "_")
 
@@ -367,16 +375,7 @@ class Runner:
         return self.run_dir / "logs" / f"{stage.id.split('/', 1)[1].replace('/', '__')}.log"
 
     def record(self, stage: Stage) -> dict[str, Any]:
-        path = self.record_path(stage)
-        if not path.is_file():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}  # a record is written atomically; an unreadable one counts as absent
-
-    def _outputs(self, stage: Stage) -> list[Path]:
-        return [self.run_dir / p for p in self.record(stage).get("outputs", {}).values()]
+        return read_record(self.record_path(stage))
 
     def output(self, rec: dict[str, Any], name: str) -> Path:
         """An output of a stage record; stored relative to the run dir so a run dir can be moved."""
@@ -386,7 +385,7 @@ class Runner:
         """Finished with the same inputs (key) and its outputs still on disk."""
         rec = self.record(stage)
         return (rec.get("state") == "done" and rec.get("key") == self.key(stage)
-                and all(p.exists() for p in self._outputs(stage)))
+                and all((self.run_dir / p).exists() for p in rec.get("outputs", {}).values()))
 
     def _write_record(self, stage: Stage, **fields: Any) -> None:
         write_json_atomic(self.record_path(stage), {"id": stage.id, "kind": stage.kind, **fields})
@@ -539,10 +538,10 @@ class Runner:
                     data = json.loads(self.output(rec, "evaluation").read_text())
                     rows += data["rows"]
                     per_image += data["per_image"]
-        for path in sorted((self.run_dir / "stages").glob("*.stage.json")):
-            rec = json.loads(path.read_text())
-            if rec.get("state") == "done" and rec.get("kind") in ("train", "predict", "evaluate"):
-                seconds[rec["id"].split("/", 1)[1]] = rec.get("seconds")
+        for done in self.stages():
+            rec = self.record(done)
+            if done.kind != "results" and rec.get("state") == "done":
+                seconds[done.id.split("/", 1)[1]] = rec.get("seconds")
         _write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
         self._write_results(rows, per_image, seconds)
         return {"results": self.run_dir / "results.json"}
