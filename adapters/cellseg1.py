@@ -39,6 +39,7 @@ import numpy as np
 from adapters import register
 from adapters.base import Adapter
 from harness.errors import ConfigError, DataError, MissingWeightsError
+from harness.io import atomic_path
 from harness.weights import WeightSpec
 
 if TYPE_CHECKING:
@@ -725,9 +726,8 @@ class CellSeg1Adapter(Adapter):
             "trained": self.trainable_state(), "pred_iou_thresh": self.calibrated_thresh,
             "category": self.category, **(extra or {}),
         }
-        tmp = Path(path).with_suffix(".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
 
     def load(self, checkpoint: Path) -> None:
         """Rebuild the base named in the checkpoint (must match this adapter's), load the trained tensors."""

@@ -43,6 +43,7 @@ import numpy as np
 from adapters import register
 from adapters.base import Adapter
 from harness.errors import ConfigError, DataError
+from harness.io import atomic_path
 from harness.weights import WeightSpec, resolve
 
 if TYPE_CHECKING:
@@ -780,9 +781,8 @@ class MediarAdapter(Adapter):
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary name, then rename (an interrupted save never leaves a half-written file)."""
+    """torch.save through `harness.io.atomic_path` (an interrupted save never leaves a half-written file)."""
     import torch
 
-    partial = path.with_name(path.name + ".part")
-    torch.save(obj, str(partial))
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        torch.save(obj, str(partial))

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from adapters import register
 from adapters.base import Adapter
 from harness.errors import ConfigError, DataError, MissingWeightsError
+from harness.io import atomic_path, write_text
 from harness.weights import WeightSpec
 
 if TYPE_CHECKING:
@@ -139,9 +140,8 @@ def _install_font(config_dir: Path) -> None:
     for name in ("Arial.ttf", "Arial.Unicode.ttf"):
         target = config_dir / name
         if not target.is_file():
-            partial = target.with_name(f".{name}.{os.getpid()}.part")
-            shutil.copyfile(source, partial)
-            partial.replace(target)
+            with atomic_path(target) as partial:
+                shutil.copyfile(source, partial)
 
 
 def _check_no_platform_key(settings: Any) -> None:
@@ -331,7 +331,7 @@ class YoloAdapter(Adapter):
         checkpoint = next((p for p in (weights_dir / "best.pt", weights_dir / "last.pt") if p.is_file()), None)
         if checkpoint is None:
             raise DataError(f"ultralytics finished training but wrote no best.pt or last.pt in {weights_dir}")
-        _write_json(_sidecar(checkpoint), {
+        write_text(_sidecar(checkpoint), json.dumps({
             "adapter": self.name,
             "classes": classes,
             "architecture": self._arch(yolo),
@@ -339,7 +339,7 @@ class YoloAdapter(Adapter):
             "imgsz": self.imgsz,
             "epochs": epochs,
             "ultralytics": ul.__version__,
-        })
+        }, indent=2) + "\n")
         self.load(checkpoint)
         return checkpoint
 
@@ -485,7 +485,4 @@ def _sidecar(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name + ".json")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    partial.replace(path)
+

@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from harness.data import Instance, Sample, load_coco, parse_segmentation
 from harness.errors import ConfigError, DataError
+from harness.io import write_text
 from metrics.matching import InstanceSet, iou_matrix, match, touches_frame
 from metrics.scores import Counts, PerImageMean, bootstrap_intervals, per_image_mean, pool
 
@@ -628,21 +628,15 @@ def targets_for(
     return {t: targets[t] for t in pred_targets}, pred_targets, skipped
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(evaluation: Evaluation, out_dir: Path | str) -> tuple[Path, Path]:
     """Write ``metrics.json`` and ``per_image.csv`` into `out_dir` (temp file + rename each)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path, csv_path = out_dir / "metrics.json", out_dir / "per_image.csv"
-    _atomic_write(metrics_path, json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    write_text(metrics_path, json.dumps(evaluation.to_dict(), indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=PER_IMAGE_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(evaluation.per_image_rows())
-    _atomic_write(csv_path, buffer.getvalue())
+    write_text(csv_path, buffer.getvalue())
     return metrics_path, csv_path

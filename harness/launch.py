@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from harness.errors import C6BenchError, ConfigError
-from harness.predictions import write_json_atomic
+from harness.io import write_json
 from harness.run import BenchSpec, Runner, Stage, read_record, record_path
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Plan:
             stages += runner.stages()
         plan = cls(root, specs, stages, by_model)
         stored = {m: {**s.to_dict(), "out": os.path.relpath(s.out, root)} for m, s in specs.items()}
-        write_json_atomic(root / PLAN_FILE, {"specs": stored, "stages": [s.to_dict() for s in stages]})
+        write_json(root / PLAN_FILE, {"specs": stored, "stages": [s.to_dict() for s in stages]})
         return plan
 
     @classmethod
@@ -426,7 +426,7 @@ def _waves(stages: Sequence[Stage]) -> list[list[Stage]]:
 def _submitted(plan: Plan, stage: Stage, job: Any, jobs: dict[str, str]) -> None:
     jobs[stage.id] = str(job.job_id)
     runner = plan.runner(stage.model)
-    write_json_atomic(job_record_path(runner.run_dir, stage.id), {
+    write_json(job_record_path(runner.run_dir, stage.id), {
         "job_id": str(job.job_id), "log": str(runner.log_path(stage)), "job_log": str(job.paths.stderr),
         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     logger.info("stage %s → job %s", stage.id, job.job_id)

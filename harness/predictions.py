@@ -8,9 +8,7 @@ instance's bounding-box crop: no full-image mask per instance.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.data import Instance, Sample
+from harness.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +66,9 @@ def to_coco(samples: Sequence[Sample], categories: Sequence[str]) -> dict[str, A
             "categories": [{"id": i, "name": n} for n, i in cat_ids.items()]}
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary name, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
-
-
 def write_predictions(path: Path, samples: Sequence[Sample], categories: Sequence[str]) -> Path:
     """Write predicted samples as a COCO instances JSON."""
-    write_json_atomic(path, to_coco(samples, categories))
+    write_json(path, to_coco(samples, categories))
     return path
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.data import Instance, to_gray, to_uint8
+from harness.io import atomic_path, write_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -345,19 +346,8 @@ def _renamed(items: Sequence[Shape], category: str) -> list[Shape]:
 
 def save_png(fig: Figure, path: Path) -> Path:
     """Write a figure as PNG with nothing clipped (``bbox_inches="tight"``), via a temp name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
-    tmp.replace(path)
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Atomic text write (temp name + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
     return path
 
 

@@ -39,7 +39,8 @@ from harness.config import ModelConfig, load_model_config
 from harness.data import Sample, load_coco
 from harness.errors import ConfigError, MissingWeightsError
 from harness.evaluate import evaluate
-from harness.predictions import write_json_atomic, write_predictions
+from harness.io import write_json, write_text
+from harness.predictions import write_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -141,13 +142,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _units(cls: type, cfg: ds.DatasetConfig, targets: Sequence[str]) -> list[Unit]:
@@ -388,7 +382,7 @@ class Runner:
                 and all((self.run_dir / p).exists() for p in rec.get("outputs", {}).values()))
 
     def _write_record(self, stage: Stage, **fields: Any) -> None:
-        write_json_atomic(self.record_path(stage), {"id": stage.id, "kind": stage.kind, **fields})
+        write_json(self.record_path(stage), {"id": stage.id, "kind": stage.kind, **fields})
 
     # ------------------------------------------------------------------ execution
 
@@ -449,7 +443,7 @@ class Runner:
         valid = _training_samples(self.split(self.data.valid), unit)
         work = self.run_dir / "checkpoints" / unit.name / f"work-{self.key(stage)}"
         checkpoint = adapter.train(train, valid, work, **self.model_cfg.train)
-        write_json_atomic(work / "init.json", {"init": init})
+        write_json(work / "init.json", {"init": init})
         return {"checkpoint": Path(checkpoint), "init": work / "init.json"}
 
     def _stage_predict(self, stage: Stage) -> dict[str, Path]:
@@ -507,7 +501,7 @@ class Runner:
                                       "gt_mode": gt_mode, **r})
             rows.append(self._row(stage.mode, target, stage.ref, "ok", "", init, metrics, len(gt)))
         path = self.run_dir / "evaluations" / stage.mode / unit.name / f"{_safe(stage.ref)}.json"
-        write_json_atomic(path, {"rows": rows, "per_image": per_image})
+        write_json(path, {"rows": rows, "per_image": per_image})
         return {"evaluation": path}
 
     def _init_of(self, mode: str, unit: Unit) -> str:
@@ -542,7 +536,7 @@ class Runner:
             rec = self.record(done)
             if done.kind != "results" and rec.get("state") == "done":
                 seconds[done.id.split("/", 1)[1]] = rec.get("seconds")
-        _write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
+        write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
         self._write_results(rows, per_image, seconds)
         return {"results": self.run_dir / "results.json"}
 
@@ -564,12 +558,12 @@ class Runner:
                     "seed": self.spec.seed, "threads": self.spec.threads, "git": _git_hash(), "versions": _versions(),
                     "data": self.data.name, "wall_seconds": seconds,
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_json_atomic(self.run_dir / "manifest.json", manifest)
-        write_json_atomic(self.run_dir / "results.json", {"model": self.spec.model, "profile": self.spec.profile,
+        write_json(self.run_dir / "manifest.json", manifest)
+        write_json(self.run_dir / "results.json", {"model": self.spec.model, "profile": self.spec.profile,
                                                           "data": self.data.name, "rows": rows})
-        _write_text_atomic(self.run_dir / "results.csv", results_csv(rows))
-        _write_text_atomic(self.run_dir / "results.md", results_markdown(rows))
-        _write_text_atomic(self.run_dir / "per_image.csv", _csv(per_image))
+        write_text(self.run_dir / "results.csv", results_csv(rows))
+        write_text(self.run_dir / "results.md", results_markdown(rows))
+        write_text(self.run_dir / "per_image.csv", _csv(per_image))
 
 
 def _attach_log(path: Path) -> logging.Handler:

@@ -8,13 +8,13 @@ never a silent download or a silent fallback to another model.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.digest import file_digest, sha256_file
 from harness.errors import C6BenchError, MissingWeightsError
 
 logger = logging.getLogger(__name__)
@@ -93,13 +93,9 @@ def resolve(weights: str | os.PathLike[str]) -> Path:
     raise MissingWeightsError(f"unknown weights name {text!r}; known: {', '.join(sorted(known)) or 'none'}")
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file (cached by size and mtime: `harness.digest`)."""
+    return file_digest(path)
 
 
 def verify(name: str, path: Path) -> None:
@@ -145,7 +141,7 @@ def fetch(name: str, force: bool = False) -> Path:
             f"could not download weights {name} from {entry.url} ({exc}); the network is unreachable or the "
             f"URL is gone — on an offline machine, download {entry.file} elsewhere and copy it to {target}"
         ) from exc
-    actual = sha256_of(partial)
+    actual = sha256_file(partial)
     if entry.sha256 is not None and actual != entry.sha256:
         partial.unlink(missing_ok=True)
         raise C6BenchError(

@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.dataset import REPO_ROOT
 from harness.errors import ConfigError
+from harness.io import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
             failed.append(area)
         results[area]["_wall_s"] = round(time.perf_counter() - start, 2)
     results["wall_s"] = round(time.perf_counter() - total, 2)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_text(args.out, json.dumps(results, indent=2) + "\n")
     sys.stdout.write(format_table(results) + f"\nwrote {args.out} ({results['wall_s']} s)\n")
     if failed:
         sys.stderr.write(f"error: benchmarks failed: {', '.join(failed)} (see {args.out} and the log)\n")
