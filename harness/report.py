@@ -943,17 +943,20 @@ def write_comparisons(rows: Sequence[dict[str, Any]], notes: Sequence[str], out_
 
 def run_dataset(run: Run, override: Any = None) -> Any:
     """The dataset config a run was made on (its ``config.yaml``), or `override` when given."""
-    from harness.dataset import resolve_data
-    from harness.errors import DataError
+    from harness.dataset import load_dataset_config
+    from harness.errors import ConfigError, DataError
 
     if override is not None:
         return override
-    data = run.config.get("data") or run.manifest.get("data")
-    if isinstance(data, Mapping):
-        data = data.get("source") or data.get("path") or data.get("name")
-    if not data:
-        raise DataError(f"{run.path}: config.yaml does not say which dataset the run used; pass --data")
-    return resolve_data(data)
+    data = run.config.get("data")
+    if not isinstance(data, Mapping) or not data.get("config") or not data.get("root"):
+        raise DataError(f"{run.path}/config.yaml does not say which dataset (data.config, data.root) the run used; "
+                        "pass --data")
+    try:  # the dataset YAML and the root the run itself read, not a default location of the same name
+        return load_dataset_config(data["config"], root=data["root"])
+    except (ConfigError, OSError) as exc:
+        raise DataError(f"{run.path}: the run's dataset ({data['config']} at {data['root']}) cannot be read ({exc}); "
+                        "pass --data to score it against another copy") from exc
 
 
 @functools.lru_cache(maxsize=16)

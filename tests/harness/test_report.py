@@ -16,8 +16,10 @@ from PIL import Image
 
 from harness import report
 from harness.data import Instance, load_coco
+from harness.errors import DataError
 
 SUBSET = "spec/test"
+DATASETS = Path(__file__).resolve().parents[2] / "configs" / "datasets"
 
 
 def _rle_annotations(samples, keep) -> dict:
@@ -62,7 +64,8 @@ def make_run(
     pred_dir.mkdir(parents=True)
     (pred_dir / "test.json").write_text(json.dumps(_rle_annotations(gt, keep)))
     pred, _ = load_coco(pred_dir / "test.json")
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "data": "sample", "profile": "quick"}))
+    data = {"name": "sample", "root": str(sample_dir), "config": str(DATASETS / "sample.yaml")}  # as run.py writes
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "data": data, "profile": "quick"}))
     (run / "manifest.json").write_text(json.dumps({"model": model, "device": "cpu", "git_hash": "abc"}))
     metrics, per_image = {}, []
     for gt_mode, rule in _gt_modes():
@@ -225,3 +228,17 @@ def test_cli_stats(tmp_path: Path, subprocess_env: dict[str, str], built) -> Non
     for png in out.glob("*.png"):
         with Image.open(png) as im:
             assert im.size[0] > 300
+
+
+def test_report_scores_against_the_data_the_run_read(tmp_path: Path, sample_dir: Path) -> None:
+    """A run on a copy of a dataset elsewhere is reported against that copy, not the default folder of its name."""
+    import shutil
+
+    copy = tmp_path / "elsewhere" / "glioma"
+    shutil.copytree(sample_dir / "spec", copy / "spec")
+    run = make_run(tmp_path, "20260101-000002_copy", "copy", 0, copy)
+    cfg = report.run_dataset(report.load_run(run))
+    assert (cfg.name, cfg.root) == ("sample", copy.resolve())
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": "copy", "data": "sample"}))  # no root recorded
+    with pytest.raises(DataError, match=r"config.yaml does not say which dataset \(data.config, data.root\)"):
+        report.run_dataset(report.load_run(run))
