@@ -53,22 +53,20 @@ logger = logging.getLogger(__name__)
 
 # Direct-download form of the Google Drive files behind MEDIAR's README link (folder
 # 1RgMxHIT7WsKNjir3wXSl7BrzlpS05S18); file ids and MD5s as used by annolid's MEDIAR wrapper
-# (healthonrails/annolid, annolid/utils/weights.py). MEDIAR publishes no sha256; the MD5 is kept in the description.
+# (healthonrails/annolid, annolid/utils/weights.py, which verifies them). MEDIAR publishes no hash: those md5s are checked.
 _DRIVE = "https://drive.usercontent.google.com/download?export=download&confirm=t&id="
 _LICENCE = ("MEDIAR code MIT; weights have no separate licence and were pre-trained on CC-BY-NC data (Cellpose, "
             "LIVECell): research/non-commercial; the mit encoder (SegFormer) is under the NVIDIA Source Code "
             "License (non-commercial)")
 FROM_PHASE1 = WeightSpec(
     name="from_phase1", file="mediar/from_phase1.pth", url=f"{_DRIVE}168MtudjTMLoq9YGTyoD2Rjl_d3Gy6c_L", sha256=None,
-    licence=_LICENCE,
-    description="MEDIAR-Former mit_b5 challenge model fine-tuned from pre-training phase 1 "
-                "(MD5 e0ccb052828a9f05e21b2143939583c5)",
+    licence=_LICENCE, md5="e0ccb052828a9f05e21b2143939583c5",
+    description="MEDIAR-Former mit_b5 challenge model fine-tuned from pre-training phase 1",
 )
 FROM_PHASE2 = WeightSpec(
     name="from_phase2", file="mediar/from_phase2.pth", url=f"{_DRIVE}1JJ2-QKTCk-G7sp5ddkqcifMxgnyOrXjx", sha256=None,
-    licence=_LICENCE,
-    description="MEDIAR-Former mit_b5 challenge model fine-tuned from pre-training phase 2 "
-                "(MD5 a595336926767afdf1ffb1baffd5ab7f)",
+    licence=_LICENCE, md5="a595336926767afdf1ffb1baffd5ab7f",
+    description="MEDIAR-Former mit_b5 challenge model fine-tuned from pre-training phase 2",
 )
 
 ENCODERS = tuple(f"mit_b{i}" for i in range(6))

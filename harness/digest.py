@@ -5,6 +5,10 @@ checkpoint a stage consumes — not by paths. Hashing a 75-image dataset (about 
 cost seconds, so each digest is remembered in a small JSON cache next to the weights cache
 (``$C6BENCH_WEIGHTS/digests.json``) under the file's resolved path, size, modification time (ns) and inode:
 an unchanged file costs one ``stat``; an edited or replaced file is hashed again.
+
+sha256 is the harness's own digest. ``md5`` exists because that is what some upstreams publish for their
+weights (SAM's file names carry an md5 prefix; MEDIAR's files are known by md5): a file that is hashed for
+one algorithm is hashed for both in the same pass, so checking a 2.5 GB file reads it once.
 """
 
 from __future__ import annotations
@@ -27,13 +31,22 @@ _MEMORY: dict[str, tuple[list[int], str]] = {}
 _LOADED: set[Path] = set()
 
 
-def sha256_file(path: Path | str) -> str:
-    """Hex sha256 of a file's bytes, streamed (no cache)."""
-    digest = hashlib.sha256()
+ALGORITHMS = ("sha256", "md5")
+
+
+def hash_file(path: Path | str, algorithms: Iterable[str] = ALGORITHMS) -> dict[str, str]:
+    """Hex digests of a file's bytes for each algorithm, in one streamed pass (no cache)."""
+    hashers = {name: hashlib.new(name) for name in algorithms}
     with Path(path).open("rb") as handle:
         while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+            for hasher in hashers.values():
+                hasher.update(block)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes, streamed (no cache)."""
+    return hash_file(path, ("sha256",))["sha256"]
 
 
 def cache_file() -> Path:
@@ -69,13 +82,19 @@ def _save(cache: Path) -> None:
         logger.debug("digest cache %s not written: %s", cache, exc)
 
 
-def file_digest(path: Path | str) -> str:
-    """sha256 of a file, from the cache when its size, mtime and inode are unchanged."""
-    return files_digest([path])[0]
+def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
+    """sha256 (or md5) of a file, from the cache when its size, mtime and inode are unchanged."""
+    return files_digest([path], algorithm)[0]
 
 
-def files_digest(paths: Iterable[Path | str]) -> list[str]:
-    """sha256 of each file (cached); the cache file is written once per call when something was hashed."""
+def _key(path: Path, algorithm: str) -> str:
+    return os.fspath(path) if algorithm == "sha256" else f"{algorithm}:{os.fspath(path)}"
+
+
+def files_digest(paths: Iterable[Path | str], algorithm: str = "sha256") -> list[str]:
+    """sha256 (or md5) of each file (cached); the cache file is written once per call when something was hashed."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"digest algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
     cache = cache_file()
     out: list[str] = []
     hashed = 0
@@ -84,14 +103,13 @@ def files_digest(paths: Iterable[Path | str]) -> list[str]:
         for raw in paths:
             path = Path(raw).resolve()
             stamp = _stamp(path)
-            key = os.fspath(path)
-            known = _MEMORY.get(key)
+            known = _MEMORY.get(_key(path, algorithm))
             if known is not None and known[0] == stamp:
                 out.append(known[1])
                 continue
-            digest = sha256_file(path)
-            _MEMORY[key] = (stamp, digest)
-            out.append(digest)
+            for name, digest in hash_file(path).items():  # every algorithm in one read
+                _MEMORY[_key(path, name)] = (stamp, digest)
+            out.append(_MEMORY[_key(path, algorithm)][1])
             hashed += 1
         if hashed:
             _save(cache)

@@ -1,111 +1,36 @@
 """`c6bench data fetch`: download the Glioma C6 archive (Zenodo record 15083188), verify, unpack, validate.
 
 This is one of the only two code paths allowed to reach the network (the other is `c6bench weights fetch`).
-The download is resumable: bytes go to ``<dest>/dataset.zip.part`` and a rerun asks the server for the rest
-with an HTTP ``Range`` header (a server that ignores it sends the whole file again, which restarts the part
-file). The finished zip is checked with `zipfile.ZipFile.testzip` (every member's CRC) before it is unpacked
-into a temporary folder and renamed to ``<dest>/dataset``, so `harness.dataset.resolve_data("auto")` never
-sees a half-unpacked dataset.
+The download is resumable (`harness.download`, shared with the weights): bytes go to
+``<dest>/dataset.zip.part`` and a rerun asks the server for the rest with an HTTP ``Range`` header (a server
+that ignores it sends the whole file again, which restarts the part file). The finished zip is checked with
+`zipfile.ZipFile.testzip` (every member's CRC) before it is unpacked into a temporary folder and renamed to
+``<dest>/dataset``, so `harness.dataset.resolve_data("auto")` never sees a half-unpacked dataset.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from harness.download import TIMEOUT_S, Opener
+from harness.download import download as _download
 from harness.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 ZENODO_RECORD = 15083188
 DATASET_URL = f"https://zenodo.org/records/{ZENODO_RECORD}/files/dataset.zip?download=1"
-#: Seconds to wait for a connection / a read: short, so an offline machine fails fast.
-TIMEOUT_S = 20.0
-CHUNK = 1 << 20
-
-Opener = Callable[..., Any]
-
-
-def _request(url: str, offset: int) -> urllib.request.Request:
-    headers = {"User-Agent": "glioma-c6-bench"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    return urllib.request.Request(url, headers=headers)
-
-
-def _total_size(response: Any, offset: int, resumed: bool) -> int | None:
-    """Expected size of the complete file, from Content-Range (resumed) or Content-Length."""
-    content_range = response.headers.get("Content-Range") if response.headers else None
-    if resumed and content_range and "/" in content_range:
-        tail = content_range.rsplit("/", 1)[1].strip()
-        return int(tail) if tail.isdigit() else None
-    length = response.headers.get("Content-Length") if response.headers else None
-    if length and str(length).isdigit():
-        return int(length) + (offset if resumed else 0)
-    return None
+OFFLINE_HINT = "on an offline machine, download dataset.zip elsewhere and run `c6bench data fetch --zip PATH`"
 
 
 def download(url: str, part: Path, timeout: float = TIMEOUT_S, opener: Opener | None = None) -> Path:
-    """Download ``url`` into ``part``, resuming from its current size; returns ``part`` when complete."""
-    from tqdm import tqdm
-
-    opener = opener or urllib.request.urlopen
-    part.parent.mkdir(parents=True, exist_ok=True)
-    offset = part.stat().st_size if part.is_file() else 0
-    if offset:
-        logger.info("resuming %s at %d bytes", part, offset)
-    try:
-        with opener(_request(url, offset), timeout=timeout) as response:
-            status = getattr(response, "status", None) or getattr(response, "code", None)
-            resumed = offset > 0 and status == 206
-            if offset and not resumed:
-                logger.warning(
-                    "the server ignored the Range request (status %s): downloading from the start", status
-                )
-                offset = 0
-            total = _total_size(response, offset, resumed)
-            with (
-                part.open("ab" if resumed else "wb") as out,
-                tqdm(
-                    total=total,
-                    initial=offset,
-                    unit="B",
-                    unit_scale=True,
-                    desc=part.name.removesuffix(".part"),
-                ) as bar,
-            ):
-                while block := response.read(CHUNK):
-                    out.write(block)
-                    bar.update(len(block))
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # asked for bytes past the end: the part file is already complete
-            return part
-        raise DataError(
-            f"download of {url} failed: HTTP {exc.code} {exc.reason}; {part} kept for resuming"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        have = part.stat().st_size if part.is_file() else 0
-        kept = f"{part} keeps the {have} bytes that arrived and a rerun resumes; " if have else ""
-        if not have:
-            part.unlink(missing_ok=True)
-        raise DataError(
-            f"could not download {url} ({type(exc).__name__}: {exc}). The network is unreachable or the URL "
-            f"is gone; {kept}on an offline machine, download dataset.zip elsewhere and run "
-            "`c6bench data fetch --zip PATH`"
-        ) from exc
-    size = part.stat().st_size
-    if total is not None and size != total:
-        raise DataError(
-            f"{part}: download stopped at {size} of {total} bytes; run `c6bench data fetch` again to resume"
-        )
-    return part
+    """`harness.download.download` with the dataset's messages (the one resumable downloader)."""
+    return _download(url, part, timeout=timeout, opener=opener, offline_hint=OFFLINE_HINT,
+                     rerun="run `c6bench data fetch` again")
 
 
 def verify_zip(path: Path) -> int:

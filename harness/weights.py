@@ -1,21 +1,25 @@
-"""Known pretrained weights: name → file, URL, sha256, licence; a local cache; explicit fetching.
+"""Known pretrained weights: name → file, URL, published hashes, licence; a local cache; explicit fetching.
 
 Each adapter declares its own `WeightSpec`s (``weights = (...)`` on the class), so this module holds no
 per-model table. Weights live in ``$C6BENCH_WEIGHTS`` (default ``~/.cache/glioma-c6-bench``) and are
-downloaded only by ``c6bench weights fetch NAME``. A missing file is an error with that exact command —
-never a silent download or a silent fallback to another model.
+downloaded only by ``c6bench weights fetch NAME`` (resumable: `harness.download`). A missing file is an
+error with that exact command — never a silent download or a silent fallback to another model.
+
+Integrity (`integrity.py` holds the rules): where a hash is published — a full sha256/md5 in the
+`WeightSpec`, or a prefix in the release file name (SAM's ``sam_vit_b_01ec64.pth`` carries its md5's first
+6 hex digits; torch.hub-style ``name-<sha256 prefix>.pth``) — it is checked. At ``weights fetch`` a mismatch
+is an error and the file is not saved; at run time (a hand-copied or rebuilt file) it is a loud warning that
+the run records in its manifest and in the row's ``init``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.digest import file_digest, sha256_file
-from harness.errors import C6BenchError, MissingWeightsError
+from harness.errors import C6BenchError, DataError, MissingWeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +31,9 @@ FETCH_TIMEOUT_S = 20
 class WeightSpec:
     """One downloadable weights file.
 
-    ``sha256=None`` means the upstream publishes no checksum and none has been recorded yet: `fetch`
-    then prints the digest it computed so it can be pinned here.
+    ``sha256`` / ``md5``: the full digest where one is published or recorded (None = none); a hash prefix in
+    ``file``'s name is found by itself (`harness.integrity`). With no hash at all, `fetch` logs the sha256
+    it computed so it can be pinned here, and runs record it in their manifest.
     """
 
     name: str
@@ -38,6 +43,7 @@ class WeightSpec:
     licence: str
     description: str = ""
     adapter: str = ""
+    md5: str | None = None
 
 
 def cache_dir() -> Path:
@@ -93,64 +99,47 @@ def resolve(weights: str | os.PathLike[str]) -> Path:
     raise MissingWeightsError(f"unknown weights name {text!r}; known: {', '.join(sorted(known)) or 'none'}")
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file (cached by size and mtime: `harness.digest`)."""
-    return file_digest(path)
-
-
 def verify(name: str, path: Path) -> None:
-    """Check a file against the recorded sha256 (no-op with a warning when none is recorded)."""
-    expected = spec(name).sha256
-    if expected is None:
-        logger.warning("no sha256 recorded for %s; computed %s (pin it in the adapter's WeightSpec)",
-                       name, sha256_of(path))
-        return
-    actual = sha256_of(path)
-    if actual != expected:
-        raise C6BenchError(f"{path}: sha256 {actual} does not match {expected} recorded for weights {name}; "
-                           f"delete the file and run `c6bench weights fetch {name} --force`")
+    """Check a cached file against its published hashes (`weights fetch`): a mismatch is an error."""
+    from harness import integrity
+
+    check = integrity.check_file(path, spec(name), label=name)
+    if check.verified == "mismatch":
+        raise C6BenchError(f"{path}: has {check.against} for weights {name}: it does not match; delete the file "
+                           f"and run `c6bench weights fetch {name} --force`")
+    if check.verified == "no":
+        logger.warning("no hash published for %s; computed sha256 %s (pin it in the adapter's WeightSpec)", name,
+                       check.sha256)
 
 
 def fetch(name: str, force: bool = False) -> Path:
-    """Download a known weights file into the cache (explicit command only), then verify it.
+    """Download a known weights file into the cache (explicit command only, resumable), then verify it.
 
-    The download goes to ``<file>.part`` and is checked *before* it is renamed, so a corrupt or
-    tampered download never lands under the name that `resolve` looks for.
+    The download goes to ``<file>.part`` (an interrupted one resumes there) and is checked against the
+    published hashes *before* it is renamed, so a corrupt or tampered download never lands under the name
+    that `resolve` looks for.
     """
-    from tqdm import tqdm
+    from harness import integrity
+    from harness.download import download
 
     entry = spec(name)
     target = cache_dir() / entry.file
     if target.is_file() and not force:
         verify(name, target)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     logger.info("downloading %s from %s", name, entry.url)
     try:
-        with (urllib.request.urlopen(entry.url, timeout=FETCH_TIMEOUT_S) as response,
-              partial.open("wb") as out):
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=entry.file) as bar:
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise C6BenchError(
-            f"could not download weights {name} from {entry.url} ({exc}); the network is unreachable or the "
-            f"URL is gone — on an offline machine, download {entry.file} elsewhere and copy it to {target}"
-        ) from exc
-    actual = sha256_file(partial)
-    if entry.sha256 is not None and actual != entry.sha256:
-        partial.unlink(missing_ok=True)
-        raise C6BenchError(
-            f"the file downloaded from {entry.url} has sha256 {actual}, but {entry.sha256} is recorded for "
-            f"weights {name}; it was not saved. The upstream file changed or the download was tampered with"
-        )
-    if entry.sha256 is None:
-        logger.warning("no sha256 recorded for %s; computed %s (pin it in the adapter's WeightSpec)", name,
-                       actual)
+        download(entry.url, partial, timeout=FETCH_TIMEOUT_S, what=f"weights {name} from {entry.url}",
+                 offline_hint=f"on an offline machine, download {entry.file} elsewhere and copy it to {target}",
+                 rerun=f"run `c6bench weights fetch {name}` again")
+    except DataError as exc:
+        raise C6BenchError(str(exc)) from exc
+    problem = integrity.mismatch_of_download(partial, entry)
+    if problem:
+        partial.unlink(missing_ok=True)  # a complete but wrong file cannot be resumed
+        raise C6BenchError(f"the file downloaded from {entry.url} {problem} for weights {name}; it was not saved. "
+                           "The upstream file changed or the download was tampered with")
     partial.replace(target)
     logger.info("weights %s saved to %s", name, target)
     return target

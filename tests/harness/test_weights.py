@@ -64,7 +64,7 @@ def test_fetch_downloads_into_the_cache_and_verifies(served: dict[str, object]) 
 
 
 def test_sha256_mismatch_is_an_error_and_nothing_is_saved(served: dict[str, object]) -> None:
-    with pytest.raises(C6BenchError, match=f"has sha256 {served['digest']}, but 0{{64}} is recorded"):
+    with pytest.raises(C6BenchError, match=f"has sha256 {served['digest']}, but sha256 0{{64}} is recorded"):
         weights.fetch("tampered")
     assert list(weights.cache_dir().iterdir()) == []
 
