@@ -36,6 +36,8 @@ class Adapter(abc.ABC):
             single-class model per target (CellPose, as in the paper).
         needs_label_maps: True when training needs priority-resolved, non-overlapping label maps.
         weights: known pretrained weights of this model (see `harness.weights`).
+        supports_ensemble: True when `load_ensemble` can predict with several checkpoints at once (the
+            harness's ensembles: a list of zero-shot weights or of fine-tuning inits in the model YAML).
     """
 
     name: ClassVar[str] = ""
@@ -43,6 +45,7 @@ class Adapter(abc.ABC):
     multiclass: ClassVar[bool] = False
     needs_label_maps: ClassVar[bool] = False
     weights: ClassVar[tuple[WeightSpec, ...]] = ()
+    supports_ensemble: ClassVar[bool] = False
 
     def __init__(self, weights: str | None = None, device: str = "cpu") -> None:
         """Args:
@@ -66,6 +69,11 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def load(self, checkpoint: Path) -> None:
         """Load a checkpoint written by `train` (or a compatible file); fail loudly on a foreign one."""
+
+    def load_ensemble(self, checkpoints: Sequence[Path]) -> None:
+        """Predict with the average of several checkpoints from now on (only with ``supports_ensemble``)."""
+        raise ConfigError(f"model '{self.name}' cannot predict with an ensemble of {len(checkpoints)} checkpoints; "
+                          "list one weights name in its YAML (zero_shot.weights / finetune.init)")
 
     @abc.abstractmethod
     def predict(self, image: np.ndarray) -> list[Instance]:

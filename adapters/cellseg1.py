@@ -324,30 +324,14 @@ class Candidate:
     def box(self) -> tuple[int, int, int, int]:
         return self.y0, self.x0, self.y0 + self.crop.shape[0], self.x0 + self.crop.shape[1]
 
+    bbox = box  # the `metrics.matching.Masked` protocol
+
 
 def mask_iou_nms(cands: list[Candidate], thresh: float) -> list[Candidate]:
-    """Greedy NMS by mask IoU (bbox prefilter + crop AND), highest score first."""
-    order = sorted(cands, key=lambda c: -c.score)
-    kept: list[Candidate] = []
-    boxes = np.zeros((0, 4), np.int64)
-    for c in order:
-        y0, x0, y1, x1 = c.box
-        hit = np.nonzero((boxes[:, 0] < y1) & (boxes[:, 2] > y0) & (boxes[:, 1] < x1) & (boxes[:, 3] > x0))[0]
-        suppressed = False
-        area = int(c.crop.sum())
-        for j in hit:
-            k = kept[j]
-            ky0, kx0, ky1, kx1 = k.box
-            iy0, ix0, iy1, ix1 = max(y0, ky0), max(x0, kx0), min(y1, ky1), min(x1, kx1)
-            inter = int((c.crop[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] & k.crop[iy0 - ky0:iy1 - ky0,
-                                                                                ix0 - kx0:ix1 - kx0]).sum())
-            if inter / (area + int(k.crop.sum()) - inter) > thresh:
-                suppressed = True
-                break
-        if not suppressed:
-            kept.append(c)
-            boxes = np.vstack([boxes, np.asarray([c.box], np.int64)])
-    return kept
+    """Greedy NMS by mask IoU, highest score first (`metrics.matching.mask_nms`, shared with the harness)."""
+    from metrics.matching import mask_nms
+
+    return [cands[k] for k in mask_nms(cands, [c.score for c in cands], thresh)]
 
 
 def largest_piece(crop: np.ndarray) -> np.ndarray:

@@ -21,8 +21,9 @@ MEDIAR's key layout, which MEDIAR's own code loads as well.
 
 Prediction (MEDIAR's ``Predictor``): MEDIAR's normalisation (non-zero 0-99.5 percentiles → 8 bit → [0, 1]),
 sliding windows (512 px, overlap 0.6, Gaussian importance weighting) over the full-resolution image, optional
-flip TTA and an optional ensemble with a second checkpoint (MEDIAR's challenge setting: from_phase1 +
-from_phase2, averaged), then ``cellpose.dynamics.compute_masks`` turns flows + probability into a label map.
+flip TTA, and with `load_ensemble` the average of several networks (MEDIAR's ``EnsemblePredictor``: each with
+TTA, then ``(a + b) / 2``; the harness plans it from a list of weights in the model YAML), then
+``cellpose.dynamics.compute_masks`` turns flows + probability into a label map.
 Each instance's score is its mean cell probability.
 """
 
@@ -471,6 +472,7 @@ class MediarAdapter(Adapter):
     multiclass = False
     needs_label_maps = True
     weights = (FROM_PHASE1, FROM_PHASE2)
+    supports_ensemble = True
 
     def __init__(
         self,
@@ -481,7 +483,6 @@ class MediarAdapter(Adapter):
         overlap: float = 0.6,
         window_batch: int = 4,
         tta: bool = False,
-        ensemble_with: str | None = None,
         cellprob_threshold: float = 0.5,
         flow_threshold: float = 0.4,
         niter: int = 200,
@@ -496,9 +497,6 @@ class MediarAdapter(Adapter):
         encoder: ``mit_b0`` ... ``mit_b5`` (MEDIAR and its released weights: mit_b5).
         window, overlap, window_batch: sliding-window inference (MEDIAR: 512, 0.6, 4 windows per batch).
         tta: average the plain, horizontally and vertically flipped passes (MEDIAR's ``use_tta``).
-        ensemble_with: a second checkpoint (known name or file) averaged with ``weights`` — MEDIAR's challenge
-            setting (from_phase1 + from_phase2). Applies to the construction weights only: after `load` of a
-            trained checkpoint the adapter predicts with that checkpoint alone.
         cellprob_threshold: cell probability (after the sigmoid) above which pixels follow flows (MEDIAR: 0.5).
         flow_threshold, niter: cellpose's flow-error filter and number of dynamics steps (MEDIAR: 0.4, 200).
         min_size: masks below this many pixels are removed and holes filled (MEDIAR removes < 16 px).
@@ -539,12 +537,7 @@ class MediarAdapter(Adapter):
         self.weights_path: Path | None = resolve(weights) if weights else None
         if self.weights_path is not None:
             check_mediar_file(self.weights_path, encoder)
-        self.ensemble_path: Path | None = None
-        if ensemble_with:
-            if self.weights_path is None:
-                raise ConfigError("model 'mediar': ensemble_with needs weights to ensemble with (weights is None)")
-            self.ensemble_path = resolve(ensemble_with)
-            check_mediar_file(self.ensemble_path, encoder)
+        self.ensemble_paths: list[Path] = []  # set by `load_ensemble`: the networks averaged at prediction
         self._nets: list[Any] | None = None
 
     # ------------------------------------------------------------------ networks
@@ -563,19 +556,28 @@ class MediarAdapter(Adapter):
         return net.to(self._torch_device())
 
     def networks(self) -> list[Any]:
-        """The network(s) that predict: the main one, plus the ensemble partner when configured."""
+        """The network(s) that predict: the construction weights' one, or those given to `load_ensemble`."""
         if self._nets is None:
-            paths = [self.weights_path] + ([self.ensemble_path] if self.ensemble_path else [])
-            self._nets = [self._network_from(path) for path in paths]
+            self._nets = [self._network_from(self.weights_path)]
             logger.info("MEDIAR-Former %s on %s from %s", self.encoder, self.device,
-                        " + ".join(str(p) for p in paths) if self.weights_path else "random init")
+                        self.weights_path or "random init")
         return self._nets
 
     def load(self, checkpoint: Path) -> None:
         """Predict with a MEDIAR-Former state dict (from `train`, or a released one) from now on, alone."""
-        checkpoint = Path(checkpoint).expanduser().resolve()
-        net = self._network_from(checkpoint)  # fails before anything is swapped in
-        self.weights_path, self.ensemble_path, self._nets = checkpoint, None, [net]
+        self.load_ensemble([checkpoint])
+
+    def load_ensemble(self, checkpoints: Sequence[Path]) -> None:
+        """Predict with the average output of several state dicts (MEDIAR's EnsemblePredictor: TTA per network)."""
+        if not checkpoints:
+            raise ConfigError("model 'mediar': load_ensemble needs at least one checkpoint")
+        paths = [Path(c).expanduser().resolve() for c in checkpoints]
+        nets = [self._network_from(path) for path in paths]  # every file loads before anything is swapped in
+        self.weights_path, self._nets = paths[0], nets
+        self.ensemble_paths = paths if len(paths) > 1 else []
+        if len(paths) > 1:
+            logger.info("MEDIAR-Former %s: ensemble of %d networks (%s)%s", self.encoder, len(paths),
+                        " + ".join(str(p) for p in paths), " with flip TTA each" if self.tta else "")
 
     # ------------------------------------------------------------------ train
 

@@ -3,7 +3,13 @@
 Everything is checked before any model is built: unknown keys fail naming the allowed ones, ``params``
 against the adapter's constructor and ``train`` against the keyword-only arguments of its ``train``.
 A profile (``paper`` = the paper's schedules, for a GPU; ``quick`` = minutes on a CPU) may override
-``params``, ``train``, ``zero_shot`` and ``finetune``.
+``params``, ``train``, ``zero_shot``, ``finetune``, ``classes`` and ``evaluate``.
+
+Ensembles are a harness concept: ``zero_shot.weights`` (or a target's entry) and ``finetune.init`` may
+list several weights. Zero-shot then predicts with the average of the listed models; fine-tuning trains
+one model per listed init (each its own stage) and predicts with the average of the trained ones.
+``ensemble: false`` in either block keeps only the first listed member (the single-model switch).
+Only adapters with ``supports_ensemble`` accept a list of more than one member (checked here).
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from harness.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-_TOP = {"model", "params", "zero_shot", "finetune", "profiles"}
-_PROFILE = {"params", "train", "zero_shot", "finetune"}
-_ZERO_SHOT = {"weights", "skip_reason"}
-_FINETUNE = {"init"}
+_TOP = {"model", "params", "zero_shot", "finetune", "classes", "evaluate", "profiles"}
+_PROFILE = {"params", "train", "zero_shot", "finetune", "classes", "evaluate"}
+_ZERO_SHOT = {"weights", "skip_reason", "ensemble"}
+_FINETUNE = {"init", "ensemble"}
+_EVALUATE = {"merge_iou"}
 
 
 @dataclass(frozen=True)
@@ -35,24 +42,38 @@ class ModelConfig:
     profile: str
     params: dict[str, Any]
     train: dict[str, Any]
-    zero_shot_weights: str | dict[str, str] | None
+    zero_shot_weights: str | list[str] | dict[str, str | list[str]] | None
     zero_shot_skip_reason: str | None
-    finetune_init: str | None
+    finetune_init: tuple[str, ...]  # () = random init; several = one fine-tuning each, predicted as an ensemble
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    zero_shot_ensemble: bool = True
+    finetune_ensemble: bool = True
+    classes: tuple[str, ...] | None = None  # what a multiclass model learns (targets); None = the dataset's
+    merge_iou: float | None = None  # class-agnostic mask-IoU NMS of the classes a target merges; None = off
 
-    def zero_shot_for(self, target: str) -> tuple[str | None, str | None]:
-        """``(weights, None)`` to run the zero-shot row of `target`, or ``(None, reason)`` to skip it."""
+    def zero_shot_for(self, target: str) -> tuple[tuple[str, ...], str | None]:
+        """``(weights, None)`` to run the zero-shot row of `target` (several = an ensemble), or ``((), reason)``.
+
+        ``((), None)``: a model without weights (classical) runs zero-shot as is.
+        """
         w = self.zero_shot_weights
         if w is None:
             if adapters.get(self.model).weights:
-                return None, self.zero_shot_skip_reason or f"no zero-shot weights configured for {self.model}"
-            return None, None  # a model without weights (classical) runs zero-shot as is
-        if isinstance(w, str):
-            return w, None
-        if target in w:
-            return w[target], None
-        return None, self.zero_shot_skip_reason or f"no zero-shot weights configured for target {target}"
+                return (), self.zero_shot_skip_reason or f"no zero-shot weights configured for {self.model}"
+            return (), None
+        if isinstance(w, dict):
+            if target not in w:
+                return (), self.zero_shot_skip_reason or f"no zero-shot weights configured for target {target}"
+            w = w[target]
+        names = (w,) if isinstance(w, str) else tuple(w)
+        return (names if self.zero_shot_ensemble else names[:1]), None
+
+    def finetune_members(self) -> tuple[str | None, ...]:
+        """The init of each fine-tuning run: ``(None,)`` = one from random init; several = an ensemble."""
+        if not self.finetune_init:
+            return (None,)
+        return self.finetune_init if self.finetune_ensemble else self.finetune_init[:1]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for ``config.yaml`` of a run."""
@@ -61,8 +82,11 @@ class ModelConfig:
             "profile": self.profile,
             "params": self.params,
             "train": self.train,
-            "zero_shot": {"weights": self.zero_shot_weights, "skip_reason": self.zero_shot_skip_reason},
-            "finetune": {"init": self.finetune_init},
+            "zero_shot": {"weights": self.zero_shot_weights, "skip_reason": self.zero_shot_skip_reason,
+                          "ensemble": self.zero_shot_ensemble},
+            "finetune": {"init": list(self.finetune_init), "ensemble": self.finetune_ensemble},
+            "classes": list(self.classes) if self.classes is not None else None,
+            "evaluate": {"merge_iou": self.merge_iou},
             "source": self.source,
         }
 
@@ -116,9 +140,26 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
         cls.check_schedule(train)
     except ConfigError as exc:  # name the file and profile the schedule came from
         raise ConfigError(f"{path}: profiles.{profile}.train: {exc}") from exc
-    weights = zero.get("weights")
-    if weights is not None and not isinstance(weights, (str, dict)):
-        raise ConfigError(f"{path}: zero_shot.weights must be a weights name or a target -> name mapping")
+    weights = _weights_value(zero.get("weights"), f"{path}: zero_shot.weights")
+    init = _weights_value(fine.get("init"), f"{path}: finetune.init", mapping=False)
+    init = (init,) if isinstance(init, str) else tuple(init or ())
+    ensembles = {"zero_shot": _flag(zero, "ensemble", f"{path}: zero_shot"),
+                 "finetune": _flag(fine, "ensemble", f"{path}: finetune")}
+    members = {"zero_shot": max((len(v) for v in _lists(weights)), default=1), "finetune": len(init)}
+    for block, n in members.items():
+        if n > 1 and ensembles[block] and not getattr(cls, "supports_ensemble", False):
+            raise ConfigError(f"{path}: {block} lists {n} weights (an ensemble), but model '{model}' cannot predict "
+                              f"with an ensemble; list one, or set {block}.ensemble: false to use the first")
+    evaluation = {**_check(raw.get("evaluate"), _EVALUATE, f"{path}: evaluate"),
+                  **_check(prof.get("evaluate"), _EVALUATE, f"{path}: profiles.{profile}.evaluate")}
+    merge_iou = evaluation.get("merge_iou")
+    if merge_iou is not None and (isinstance(merge_iou, bool) or not isinstance(merge_iou, (int, float))
+                                  or not 0.0 < merge_iou <= 1.0):
+        raise ConfigError(f"{path}: evaluate.merge_iou must be an IoU in (0, 1] or null, got {merge_iou!r}")
+    classes = prof.get("classes", raw.get("classes"))
+    if classes is not None and (not isinstance(classes, list) or not classes
+                                or not all(isinstance(c, str) for c in classes) or len(set(classes)) < len(classes)):
+        raise ConfigError(f"{path}: classes must be a non-empty list of distinct target names, got {classes!r}")
     return ModelConfig(
         model=model,
         profile=profile,
@@ -126,6 +167,39 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
         train=train,
         zero_shot_weights=weights,
         zero_shot_skip_reason=zero.get("skip_reason"),
-        finetune_init=fine.get("init"),
+        finetune_init=init,
         source=str(path),
+        zero_shot_ensemble=ensembles["zero_shot"],
+        finetune_ensemble=ensembles["finetune"],
+        classes=tuple(classes) if classes is not None else None,
+        merge_iou=float(merge_iou) if merge_iou is not None else None,
     )
+
+
+def _weights_value(value: Any, where: str, mapping: bool = True) -> Any:
+    """A weights name, a non-empty list of distinct names, or (zero-shot) a target -> name/list mapping."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, str) for v in value) or len(set(value)) < len(value):
+            raise ConfigError(f"{where} must list distinct weights names, got {value!r}")
+        return list(value)
+    if mapping and isinstance(value, dict):
+        if any(v is None for v in value.values()):
+            raise ConfigError(f"{where}: every target needs a weights name or list (leave a target out to skip it)")
+        return {str(k): _weights_value(v, f"{where}.{k}", mapping=False) for k, v in value.items()}
+    kinds = "a weights name, a list of names (an ensemble)" + (" or a target -> name mapping" if mapping else "")
+    raise ConfigError(f"{where} must be {kinds}, got {value!r}")
+
+
+def _lists(weights: Any) -> list[list[str]]:
+    """Every member list in a zero-shot weights value."""
+    values = weights.values() if isinstance(weights, dict) else [weights]
+    return [[v] if isinstance(v, str) else list(v) for v in values if v is not None]
+
+
+def _flag(block: dict[str, Any], key: str, where: str) -> bool:
+    value = block.get(key, True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
+    return value

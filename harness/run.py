@@ -3,7 +3,9 @@
 Plan: for each mode, the model is built (zero-shot weights, or trained from the fine-tuning init),
 predicts every evaluation subset, and is scored per target against the overlapping annotations (paper
 Table 2) and the priority-resolved ones (Table 4). Single-class adapters get one model per target;
-a multiclass adapter one model for all, its classes mapped onto targets.
+a multiclass adapter one model for all, its classes mapped onto targets (`harness.classes`). A model YAML
+that lists several fine-tuning inits gets one train stage per init (``<model>/train/<unit>/<init>``; member k
+trains with seed + k) and predicts with their ensemble; several zero-shot weights are ensembled too.
 
 The plan is a list of :class:`Stage` (train → predict → evaluate → results) with explicit dependencies,
 so a launcher (``harness.launch``: in-process, worker processes, SLURM) can schedule them. Every stage is
@@ -34,7 +36,8 @@ import yaml
 
 import adapters
 from harness import dataset as ds
-from harness import weights as weights_mod
+from harness import integrity
+from harness.classes import merge_classes, train_classes
 from harness.config import ModelConfig, load_model_config
 from harness.data import Sample, load_coco
 from harness.errors import ConfigError, MissingWeightsError
@@ -144,12 +147,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _units(cls: type, cfg: ds.DatasetConfig, targets: Sequence[str]) -> list[Unit]:
+def _units(cls: type, cfg: ds.DatasetConfig, targets: Sequence[str], model_cfg: ModelConfig) -> list[Unit]:
     train_targets = cfg.targets_of(cfg.train)
     if not cls.multiclass:
         return [Unit(name=t, targets=[t], train_as={t: list(train_targets[t])}) for t in targets]
-    classes = list(cfg.classes or train_targets)
-    return [Unit(name="all", targets=list(targets), train_as={c: list(train_targets[c]) for c in classes})]
+    where = f"{model_cfg.source}: classes" if model_cfg.classes else f"{cfg.source}: classes"
+    return [Unit(name="all", targets=list(targets), train_as=train_classes(cfg, model_cfg.classes, where))]
 
 
 def _pred_categories(unit: Unit, target: str, cfg: ds.DatasetConfig) -> list[str]:
@@ -188,6 +191,7 @@ class Stage:
     mode: str = ""
     unit: str = ""
     ref: str = ""
+    member: str = ""  # a train stage's fine-tuning init when the model YAML lists several (an ensemble)
 
     @property
     def uses_gpu(self) -> bool:
@@ -196,7 +200,7 @@ class Stage:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "model": self.model, "deps": list(self.deps), "mode": self.mode,
-                "unit": self.unit, "ref": self.ref}
+                "unit": self.unit, "ref": self.ref, "member": self.member}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Stage:
@@ -247,7 +251,7 @@ class Runner:
         self.device = resolve_device(spec.device)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = (Path(spec.out) if spec.out else ds.REPO_ROOT / "runs" / f"{stamp}_{spec.model}").resolve()
-        self.units = _units(self.cls, self.data, self.targets)
+        self.units = _units(self.cls, self.data, self.targets, self.model_cfg)
         self._splits: dict[str, list[Sample]] = {}
         self._index: dict[str, Stage] | None = None
         self._keys: dict[str, str] = {}
@@ -285,29 +289,43 @@ class Runner:
 
     # ------------------------------------------------------------------ plan
 
-    def zero_shot(self, unit: Unit) -> tuple[str | None, str, str | None]:
-        """``(weights, init description, skip reason)`` of the unit's zero-shot row."""
+    def zero_shot(self, unit: Unit) -> tuple[tuple[str, ...], str, str | None]:
+        """``(weights, init description, skip reason)`` of the unit's zero-shot row (several weights = ensemble)."""
         weights, reason = self.model_cfg.zero_shot_for(unit.targets[0] if unit.name != "all" else "all")
         if reason:
-            return None, "-", reason
-        if weights:
+            return (), "-", reason
+        if not weights:
+            return (), "none (no weights)", None
+        inits, missing = [], []
+        for name in weights:
             try:
-                weights_mod.resolve(weights)
+                inits.append(f"pretrained:{name}{integrity.check(name).note()}")
             except MissingWeightsError as exc:
-                return weights, f"pretrained:{weights}", str(exc)
-            return weights, f"pretrained:{weights}", None
-        return None, "none (no weights)", None
+                inits.append(f"pretrained:{name}")
+                missing.append(str(exc))
+        return weights, " + ".join(inits), "; ".join(missing) or None
 
-    def finetune_init(self) -> tuple[str | None, str]:
+    def finetune_init(self, member: str | None) -> tuple[str | None, str]:
         """``(weights to start from, init description)``: a missing init file means random init, recorded."""
-        name = self.model_cfg.finetune_init
-        if not name:
+        if not member:
             return None, "scratch"
         try:
-            weights_mod.resolve(name)
+            check = integrity.check(member)
         except MissingWeightsError:
-            return None, f"scratch ({name} not found)"
-        return name, f"pretrained:{name}"
+            return None, f"scratch ({member} not found)"
+        return member, f"pretrained:{member}{check.note()}"
+
+    def train_ids(self, unit: Unit) -> list[str]:
+        """The unit's train stages: one, or one per fine-tuning init of an ensemble (the id names the init)."""
+        members = self.model_cfg.finetune_members()
+        base = f"{self.spec.model}/train/{unit.name}"
+        return [base] if len(members) == 1 else [f"{base}/{m}" for m in members]
+
+    def _member(self, stage: Stage) -> tuple[int, str | None]:
+        """``(index, init)`` of a train stage's ensemble member (index 0, the only init, for a single model)."""
+        members = self.model_cfg.finetune_members()
+        k = members.index(stage.member) if stage.member else 0
+        return k, members[k]
 
     def stages(self) -> list[Stage]:
         """Every stage of this bench in a valid sequential order (mode → unit → subset), results last."""
@@ -318,9 +336,12 @@ class Runner:
                     continue  # skipped rows are written by the results stage, with the reason
                 deps: tuple[str, ...] = ()
                 if mode == "finetuned":
-                    train = Stage(f"{model}/train/{unit.name}", "train", model, unit=unit.name)
-                    out.append(train)
-                    deps = (train.id,)
+                    members = self.model_cfg.finetune_members()
+                    names = [m or "" for m in members] if len(members) > 1 else [""]
+                    trains = [Stage(sid, "train", model, unit=unit.name, member=m)
+                              for sid, m in zip(self.train_ids(unit), names, strict=True)]
+                    out += trains
+                    deps = tuple(t.id for t in trains)
                 for ref in self.refs(unit):
                     tail = f"{mode}/{unit.name}/{_safe(ref)}"
                     predict = Stage(f"{model}/predict/{tail}", "predict", model, deps, mode, unit.name, ref)
@@ -347,10 +368,12 @@ class Runner:
             return self._keys[stage.id]
         cfg = self.model_cfg.to_dict()
         if stage.kind == "train":
-            own = {"model": cfg, "init": self.finetune_init()[0], "unit": self.unit(stage.unit).train_as,
-                   "data": [self.data.train, self.data.valid, str(self.data.root)], "seed": self.spec.seed}
+            k, member = self._member(stage)
+            own = {"model": cfg, "init": self.finetune_init(member)[0], "unit": self.unit(stage.unit).train_as,
+                   "data": [self.data.train, self.data.valid, str(self.data.root)], "seed": self.spec.seed + k}
         elif stage.kind == "predict":
-            weights = self.zero_shot(self.unit(stage.unit))[0] if stage.mode == "zero_shot" else None
+            names = self.zero_shot(self.unit(stage.unit))[0] if stage.mode == "zero_shot" else ()
+            weights = (names[0] if len(names) == 1 else list(names)) or None
             own = {"model": cfg, "ref": stage.ref, "root": str(self.data.root), "mode": stage.mode,
                    "weights": weights, "unit": self.unit(stage.unit).train_as, "seed": self.spec.seed}
         elif stage.kind == "evaluate":
@@ -421,43 +444,68 @@ class Runner:
         run_local(Plan.create([self], self.run_dir), workers=1)
         return self.run_dir
 
+    def _dependencies(self, stage: Stage, kind: str) -> list[dict[str, Any]]:
+        """The records of the stages of `kind` this one needs (in plan order); they must be done."""
+        recs = []
+        for dep in (self.stage(d) for d in stage.deps if self.stage(d).kind == kind):
+            rec = self.record(dep)
+            if rec.get("state") != "done":
+                raise ConfigError(f"stage {stage.id} needs {dep.id}, which is not done (state: {rec.get('state')}); "
+                                  f"run the bench again to resume")
+            recs.append(rec)
+        return recs
+
     def _dependency(self, stage: Stage, kind: str) -> dict[str, Any]:
-        """The record of the stage of `kind` this one needs; it must be done."""
-        dep = next(self.stage(d) for d in stage.deps if self.stage(d).kind == kind)
-        rec = self.record(dep)
-        if rec.get("state") != "done":
-            raise ConfigError(f"stage {stage.id} needs {dep.id}, which is not done (state: {rec.get('state')}); "
-                              f"run the bench again to resume")
-        return rec
+        return self._dependencies(stage, kind)[0]
 
     def _stage_train(self, stage: Stage) -> dict[str, Path]:
-        """Fine-tune one unit from the configured init (random when absent, recorded as scratch)."""
+        """Fine-tune one unit (one ensemble member) from its init (random when absent, recorded as scratch)."""
         unit = self.unit(stage.unit)
-        weights, init = self.finetune_init()
-        if weights is None and self.model_cfg.finetune_init:
+        k, member = self._member(stage)
+        weights, init = self.finetune_init(member)
+        if weights is None and member:
             logger.warning("fine-tuning %s from random init: weights %s not found (c6bench weights fetch %s)",
-                           unit.name, self.model_cfg.finetune_init, self.model_cfg.finetune_init)
-        _seed_everything(self.spec.seed)
+                           unit.name, member, member)
+        _seed_everything(self.spec.seed + k)
+        schedule = dict(self.model_cfg.train)
+        if k and isinstance(schedule.get("seed"), int):
+            schedule["seed"] += k  # member k of an ensemble: its own seed, so members from random init differ
         adapter = self.cls.build(self.model_cfg.params, weights=weights, device=self.device)
         train = _training_samples(self.split(self.data.train), unit)
         valid = _training_samples(self.split(self.data.valid), unit)
-        work = self.run_dir / "checkpoints" / unit.name / f"work-{self.key(stage)}"
-        checkpoint = adapter.train(train, valid, work, **self.model_cfg.train)
-        write_json(work / "init.json", {"init": init})
+        work = self.run_dir / "checkpoints" / unit.name / stage.member / f"work-{self.key(stage)}"
+        checkpoint = adapter.train(train, valid, work, **schedule)
+        used = [integrity.check(weights).to_dict()] if weights else []
+        write_json(work / "init.json", {"init": init, "weights": used})
         return {"checkpoint": Path(checkpoint), "init": work / "init.json"}
 
     def _stage_predict(self, stage: Stage) -> dict[str, Path]:
-        """Predict one subset with one unit's model (zero-shot weights, or the fine-tuned checkpoint)."""
+        """Predict one subset with one unit's model(s): zero-shot weights or the fine-tuned checkpoint(s).
+
+        Several (a listed ensemble) are handed to the adapter's `load_ensemble`; what predicted is written
+        to ``<subset>.models.json`` (weights checks, or the checkpoints).
+        """
         from tqdm import tqdm
 
         unit = self.unit(stage.unit)
         params, device = self.model_cfg.params, self.device
         _seed_everything(self.spec.seed)
         if stage.mode == "zero_shot":
-            adapter = self.cls.build(params, weights=self.zero_shot(unit)[0], device=device)
+            names = self.zero_shot(unit)[0]
+            checks = [integrity.check(name) for name in names]
+            paths, used = [c.path for c in checks], [c.to_dict() for c in checks]
+            adapter = self.cls.build(params, weights=names[0] if len(names) == 1 else None, device=device)
         else:
+            paths = [self.output(rec, "checkpoint") for rec in self._dependencies(stage, "train")]
+            used = []
             adapter = self.cls.build(params, weights=None, device=device)
-            adapter.load(self.output(self._dependency(stage, "train"), "checkpoint"))
+        if len(paths) > 1:
+            adapter.load_ensemble(paths)
+        elif stage.mode != "zero_shot":
+            adapter.load(paths[0])
+        models = self.run_dir / "predictions" / stage.mode / unit.name / f"{_safe(stage.ref)}.models.json"
+        write_json(models, {"models": [os.path.relpath(p, self.run_dir) if stage.mode != "zero_shot" else str(p)
+                                       for p in paths], "ensemble": len(paths) > 1, "weights": used})
         path = self.run_dir / "predictions" / stage.mode / unit.name / f"{_safe(stage.ref)}.json"
         predicted, categories = [], list(unit.train_as)
         for sample in tqdm(self.split(stage.ref), desc=f"predict {stage.mode}/{unit.name}/{stage.ref}",
@@ -471,7 +519,7 @@ class Runner:
                                   f"it was trained on {categories}")
             predicted.append(sample.with_instances(instances))
         write_predictions(path, predicted, categories)
-        return {"predictions": path}
+        return {"predictions": path, "models": models}
 
     def _stage_evaluate(self, stage: Stage) -> dict[str, Path]:
         """Score one subset's predictions for every target of the unit annotated there, both GT modes."""
@@ -487,15 +535,21 @@ class Runner:
             if target not in part_targets:
                 continue
             pred_cats = _pred_categories(unit, target, self.data)
+            if not pred_cats:  # e.g. type_a for a model that learns [cells, soma]: nothing to score, not zero
+                rows.append(self._row(stage.mode, target, stage.ref, "skipped", f"{self.spec.model} learns the "
+                                      f"classes {', '.join(unit.train_as)}; none of them counts for {target}", init))
+                continue
             kept = [g.with_instances(i for i in pred_by_name[g.file_name].instances if i.category in pred_cats)
                     if g.file_name in pred_by_name else g.with_instances(()) for g in gt]
+            kept, merged = merge_classes(kept, pred_cats, self.model_cfg.merge_iou, target)
             metrics = {}
             for gt_mode, rule in GT_MODES.items():
                 ev = evaluate(gt, kept, {target: list(part_targets[target])}, {target: pred_cats},
                               boundary=self.spec.boundary, resolve_gt=rule, bootstrap=self.spec.bootstrap,
                               seed=self.spec.seed)
                 metrics[gt_mode] = ev.to_dict()["targets"][target]
-                metrics[gt_mode]["settings"] = {k: ev.settings[k] for k in ("boundary", "resolve_gt", "min_pixels")}
+                metrics[gt_mode]["settings"] = {**{k: ev.settings[k] for k in ("boundary", "resolve_gt", "min_pixels")},
+                                                "class_merge": merged}
                 for r in ev.per_image_rows():
                     per_image.append({"model": self.spec.model, "mode": stage.mode, "subset": stage.ref,
                                       "gt_mode": gt_mode, **r})
@@ -507,10 +561,26 @@ class Runner:
     def _init_of(self, mode: str, unit: Unit) -> str:
         if mode == "zero_shot":
             return self.zero_shot(unit)[1]
-        rec = self.record(self.stage(f"{self.spec.model}/train/{unit.name}"))
-        if "init" not in rec.get("outputs", {}):
-            return self.finetune_init()[1]
-        return json.loads(self.output(rec, "init").read_text())["init"]
+        inits = []
+        for sid, member in zip(self.train_ids(unit), self.model_cfg.finetune_members(), strict=True):
+            rec = self.record(self.stage(sid))
+            done = "init" in rec.get("outputs", {})
+            inits.append(json.loads(self.output(rec, "init").read_text())["init"] if done
+                         else self.finetune_init(member)[1])
+        return " + ".join(inits)
+
+    def weights_used(self) -> list[dict[str, Any]]:
+        """Every weights file a finished stage used (name, path, sha256, verified) with the stages that used it."""
+        used: dict[tuple[str, str], dict[str, Any]] = {}
+        for stage in self.stages():
+            rec = self.record(stage)
+            name = {"train": "init", "predict": "models"}.get(stage.kind)
+            if rec.get("state") != "done" or name not in rec.get("outputs", {}):
+                continue
+            for entry in json.loads(self.output(rec, name).read_text()).get("weights", []):
+                item = used.setdefault((entry["path"], entry["sha256"]), {**entry, "stages": []})
+                item["stages"].append(stage.id)
+        return list(used.values())
 
     def _stage_results(self, stage: Stage) -> dict[str, Path]:
         """Collect every evaluation (and the skipped rows, with reasons) into the result files, in plan order."""
@@ -556,7 +626,7 @@ class Runner:
                        seconds: dict[str, float]) -> None:
         manifest = {"model": self.spec.model, "profile": self.spec.profile, "device": self.device,
                     "seed": self.spec.seed, "threads": self.spec.threads, "git": _git_hash(), "versions": _versions(),
-                    "data": self.data.name, "wall_seconds": seconds,
+                    "data": self.data.name, "wall_seconds": seconds, "weights": self.weights_used(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(self.run_dir / "manifest.json", manifest)
         write_json(self.run_dir / "results.json", {"model": self.spec.model, "profile": self.spec.profile,

@@ -198,6 +198,42 @@ def true_positives(iou: np.ndarray, thresholds: Sequence[float]) -> list[int]:
     return [match(iou, t).tp for t in thresholds]
 
 
+# --------------------------------------------------------------------------------------------- NMS
+
+
+def mask_nms(instances: Sequence[Masked] | InstanceSet, scores: Sequence[float], iou_threshold: float) -> list[int]:
+    """Greedy non-maximum suppression by *mask* IoU; returns the kept indices, highest score first.
+
+    Each instance, in descending score (ties: input order), is kept unless its mask IoU with an already
+    kept one is ``> iou_threshold`` (the torchvision / ultralytics convention). Box IoU would suppress
+    touching cells, whose boxes overlap while their masks do not. Only kept instances whose boxes intersect
+    are compared (pixel AND over the box intersection, as `iou_matrix`).
+    """
+    s = InstanceSet.of(instances, "instance")
+    if len(scores) != len(s):
+        raise ValueError(f"mask_nms: {len(scores)} scores for {len(s)} instances")
+    kept: list[int] = []
+    kept_boxes = np.zeros((len(s), 4), dtype=np.int64)  # the first len(kept) rows are in use
+    for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable").tolist():
+        y0, x0, y1, x1 = s.boxes[i].tolist()
+        kb = kept_boxes[: len(kept)]
+        hits = np.flatnonzero((kb[:, 0] < y1) & (kb[:, 2] > y0) & (kb[:, 1] < x1) & (kb[:, 3] > x0))
+        suppressed = False
+        for j in (kept[h] for h in hits.tolist()):
+            ky0, kx0, ky1, kx1 = s.boxes[j].tolist()
+            iy0, ix0, iy1, ix1 = max(y0, ky0), max(x0, kx0), min(y1, ky1), min(x1, kx1)
+            inter = np.count_nonzero(s.crops[i][iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+                                     & s.crops[j][iy0 - ky0 : iy1 - ky0, ix0 - kx0 : ix1 - kx0])
+            union = int(s.areas[i]) + int(s.areas[j]) - inter
+            if union and inter / union > iou_threshold:
+                suppressed = True
+                break
+        if not suppressed:
+            kept_boxes[len(kept)] = s.boxes[i]
+            kept.append(i)
+    return kept
+
+
 # --------------------------------------------------------------------------------------------- boundary
 
 

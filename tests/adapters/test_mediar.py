@@ -109,8 +109,9 @@ def test_registered_with_traits_weights_and_schema() -> None:
         cls.build({"window": 500})
     with pytest.raises(ConfigError, match="cellprob_threshold is a probability"):
         cls.build({"cellprob_threshold": 0.0})
-    with pytest.raises(ConfigError, match="ensemble_with needs weights"):
+    with pytest.raises(ConfigError, match="unknown key.*ensemble_with"):  # ensembles are the harness's (load_ensemble)
         cls.build({"ensemble_with": "from_phase1"})
+    assert cls.supports_ensemble
 
 
 def test_missing_weights_name_the_fetch_command() -> None:
@@ -392,7 +393,7 @@ def test_augmented_crops_keep_image_and_labels_aligned(train_sample: Sample) -> 
 # --------------------------------------------------------------------------------------------- adapter end to end
 
 
-def test_ensemble_averages_two_checkpoints_until_a_trained_one_is_loaded(tmp_path: Path, train_sample: Sample) -> None:
+def test_ensemble_averages_two_checkpoints_until_a_single_one_is_loaded(tmp_path: Path, train_sample: Sample) -> None:
     from adapters.mediar import MediarAdapter, build_network
 
     first = save_like_mediar(build_network(ENCODER), tmp_path / "a.pth")
@@ -400,13 +401,16 @@ def test_ensemble_averages_two_checkpoints_until_a_trained_one_is_loaded(tmp_pat
     image = train_sample.load_image()[TRAIN_CROP][:64, :64]
     one = MediarAdapter(weights=str(first), **SMALL).raw_output(image)
     two = MediarAdapter(weights=str(second), **SMALL).raw_output(image)
-    both = MediarAdapter(weights=str(first), ensemble_with=str(second), **SMALL)
+    both = MediarAdapter(**SMALL)
+    both.load_ensemble([first, second])
+    assert both.ensemble_paths == [first.resolve(), second.resolve()] and len(both.networks()) == 2
     np.testing.assert_allclose(both.raw_output(image), (one + two) / 2, atol=1e-6)
+    with pytest.raises(ConfigError, match="gone.pth: MEDIAR checkpoint not found"):
+        both.load_ensemble([first, tmp_path / "gone.pth"])
+    assert len(both.networks()) == 2  # a failed load swaps nothing in
     both.load(second)
-    assert both.ensemble_path is None
+    assert both.ensemble_paths == []
     np.testing.assert_allclose(both.raw_output(image), two, atol=1e-6)
-    with pytest.raises(MissingWeightsError, match="run `c6bench weights fetch from_phase1`"):
-        MediarAdapter(weights=str(first), ensemble_with="from_phase1", **SMALL)
 
 
 def test_train_predict_load_and_resume(train_sample: Sample, tmp_path: Path,
@@ -477,11 +481,12 @@ def test_model_config_matches_the_adapter(sample_dir: Path) -> None:
     config = yaml.safe_load((sample_dir.parents[1] / "configs" / "models" / "mediar.yaml").read_text())
     cls = adapters.get(config["model"])
     known = {spec.name for spec in cls.weights}
-    assert config["zero_shot"]["weights"] in known and config["finetune"]["init"] in known
+    # MEDIAR's challenge setting and the study's recipe: both released models, ensembled
+    assert config["zero_shot"]["weights"] == config["finetune"]["init"] == ["from_phase1", "from_phase2"]
+    assert set(config["zero_shot"]["weights"]) <= known and config["finetune"]["ensemble"] is True
     for name, profile in config["profiles"].items():
         check_keys(cls.__init__, {**config["params"], **profile["params"]}, name)
         cls.check_schedule(profile["train"])
     paper, quick = config["profiles"]["paper"], config["profiles"]["quick"]
-    assert (paper["params"]["encoder"], paper["params"]["ensemble_with"], paper["train"]["epochs"]) == (
-        "mit_b5", "from_phase1", 100)
+    assert (paper["params"]["encoder"], paper["params"]["tta"], paper["train"]["epochs"]) == ("mit_b5", True, 100)
     assert (quick["params"]["encoder"], quick["params"]["scale"]) == ("mit_b0", 0.5)

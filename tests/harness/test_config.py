@@ -40,8 +40,8 @@ def test_unknown_train_key_and_profile_fail(tmp_path) -> None:
 
 def test_zero_shot_resolution_per_target() -> None:
     cp = load_model_config("cellpose", "quick")
-    assert cp.zero_shot_for("soma") == ("nuclei", None) and cp.zero_shot_for("cells") == ("cyto3", None)
+    assert cp.zero_shot_for("soma") == (("nuclei",), None) and cp.zero_shot_for("cells") == (("cyto3",), None)
     yolo = load_model_config("yolo11", "quick")
     weights, reason = yolo.zero_shot_for("all")
-    assert weights is None and "not a cell model" in reason
-    assert load_model_config("classical", "quick").zero_shot_for("cells") == (None, None)
+    assert weights == () and "not a cell model" in reason
+    assert load_model_config("classical", "quick").zero_shot_for("cells") == ((), None)
