@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 # Direct-download form of the Google Drive files behind MEDIAR's README link (folder
 # 1RgMxHIT7WsKNjir3wXSl7BrzlpS05S18); file ids and MD5s as used by annolid's MEDIAR wrapper
-# (healthonrails/annolid, annolid/utils/weights.py, which verifies them). MEDIAR publishes no hash: those md5s are checked.
+# (healthonrails/annolid, annolid/utils/weights.py, which verifies them). MEDIAR publishes none: these md5s are checked.
 _DRIVE = "https://drive.usercontent.google.com/download?export=download&confirm=t&id="
 _LICENCE = ("MEDIAR code MIT; weights have no separate licence and were pre-trained on CC-BY-NC data (Cellpose, "
             "LIVECell): research/non-commercial; the mit encoder (SegFormer) is under the NVIDIA Source Code "

@@ -16,16 +16,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
 from metrics.matching import mask_nms
 
 if TYPE_CHECKING:
+    from harness.config import ModelConfig
     from harness.data import Sample
     from harness.dataset import DatasetConfig
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Unit:
+    """One model to build: the targets it serves and how its predictions map onto them."""
+
+    name: str  # target name, or "all" for a multiclass model
+    targets: list[str]
+    train_as: dict[str, list[str]]  # name it learns -> GT category names (of the training part)
 
 
 def train_classes(cfg: DatasetConfig, classes: Sequence[str] | None, where: str) -> dict[str, list[str]]:
@@ -65,3 +76,31 @@ def merge_classes(samples: Sequence[Sample], categories: Sequence[str], iou: flo
     logger.info("%s: %s predictions merged class-agnostically (mask-IoU NMS at %.2f): %d -> %d (%d duplicate(s) "
                 "removed)", target, " + ".join(categories), iou, before, after, before - after)
     return out, {"classes": list(categories), "iou": iou, "before": before, "after": after}
+
+
+def units_of(cls: type, cfg: DatasetConfig, targets: Sequence[str], model_cfg: ModelConfig) -> list[Unit]:
+    """One unit per target for a single-class adapter; one unit ``all`` learning the classes for a multiclass one."""
+    train_targets = cfg.targets_of(cfg.train)
+    if not cls.multiclass:
+        return [Unit(name=t, targets=[t], train_as={t: list(train_targets[t])}) for t in targets]
+    where = f"{model_cfg.source}: classes" if model_cfg.classes else f"{cfg.source}: classes"
+    return [Unit(name="all", targets=list(targets), train_as=train_classes(cfg, model_cfg.classes, where))]
+
+
+def pred_categories(unit: Unit, target: str, cfg: DatasetConfig) -> list[str]:
+    """Predicted category names that count for `target` (a class counts when its categories ⊂ the target's)."""
+    if unit.name != "all":
+        return [target]
+    train_targets = cfg.targets_of(cfg.train)
+    wanted = set(train_targets.get(target, ()))
+    return [c for c, cats in unit.train_as.items() if set(cats) <= wanted]
+
+
+def training_samples(samples: Sequence[Sample], unit: Unit) -> list[Sample]:
+    """The samples with their instances renamed to the names the unit learns (others dropped)."""
+    out = []
+    for s in samples:
+        out.append(s.with_instances(
+            i.with_category(name) for i in s.instances for name, cats in unit.train_as.items() if i.category in cats
+        ))
+    return out

@@ -10,8 +10,8 @@ Upstreams publish hashes in two ways, and both are checked:
   ``torch.hub.download_url_to_file(hash_prefix=...)`` checks).
 
 The file-name rules are applied to the known releases' file names (a date such as ``run-20240101.pt`` would
-look like a prefix); a local file whose name is a known release's name is held to that release's hashes. Where nothing is
-published, the file's sha256 is recorded, so a result can still be traced to the exact bytes.
+look like a prefix); a local file whose name is a known release's name is held to that release's hashes.
+Where nothing is published, the file's sha256 is recorded, so a result can still be traced to the exact bytes.
 
 Verdicts: ``yes`` (every published hash matches), ``no`` (nothing published: sha256 recorded only),
 ``mismatch``. At ``weights fetch`` a mismatch is an error (`harness.weights.fetch`); at run time it is a loud

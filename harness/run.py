@@ -24,7 +24,6 @@ import logging
 import os
 import platform
 import random
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,20 +36,19 @@ import yaml
 import adapters
 from harness import dataset as ds
 from harness import integrity
-from harness.classes import merge_classes, train_classes
+from harness.classes import Unit, merge_classes, pred_categories, training_samples, units_of
 from harness.config import ModelConfig, load_model_config
 from harness.data import Sample, load_coco
 from harness.errors import ConfigError, MissingWeightsError
 from harness.evaluate import evaluate
 from harness.io import write_json, write_text
+from harness.manifest import git_hash, versions
 from harness.predictions import write_predictions
 
 logger = logging.getLogger(__name__)
 
 MODES = ("zero_shot", "finetuned")
 GT_MODES = {"overlap": None, "resolved": "last"}
-PACKAGES = ("numpy", "scipy", "scikit-image", "pycocotools", "torch", "torchvision", "cellpose", "ultralytics",
-            "segment-anything", "segmentation-models-pytorch", "peft")
 
 
 @dataclass
@@ -84,15 +82,6 @@ class BenchSpec:
         return cls(**{**raw, "out": Path(out) if out else None, "config": Path(config) if config else None})
 
 
-@dataclass
-class Unit:
-    """One model to build: the targets it serves and how its predictions map onto them."""
-
-    name: str  # target name, or "all" for a multiclass model
-    targets: list[str]
-    train_as: dict[str, list[str]]  # name it learns -> GT category names (of the training part)
-
-
 # --------------------------------------------------------------------------------------------- helpers
 
 
@@ -124,53 +113,6 @@ def _seed_everything(seed: int) -> None:
     except ImportError:  # pragma: no cover - torch is a declared dependency
         return
     torch.manual_seed(seed)
-
-
-def _git_hash() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ds.REPO_ROOT, capture_output=True, text=True,
-                             timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def _units(cls: type, cfg: ds.DatasetConfig, targets: Sequence[str], model_cfg: ModelConfig) -> list[Unit]:
-    train_targets = cfg.targets_of(cfg.train)
-    if not cls.multiclass:
-        return [Unit(name=t, targets=[t], train_as={t: list(train_targets[t])}) for t in targets]
-    where = f"{model_cfg.source}: classes" if model_cfg.classes else f"{cfg.source}: classes"
-    return [Unit(name="all", targets=list(targets), train_as=train_classes(cfg, model_cfg.classes, where))]
-
-
-def _pred_categories(unit: Unit, target: str, cfg: ds.DatasetConfig) -> list[str]:
-    """Predicted category names that count for `target` (a class counts when its categories ⊂ the target's)."""
-    if unit.name != "all":
-        return [target]
-    train_targets = cfg.targets_of(cfg.train)
-    wanted = set(train_targets.get(target, ()))
-    return [c for c, cats in unit.train_as.items() if set(cats) <= wanted]
-
-
-def _training_samples(samples: Sequence[Sample], unit: Unit) -> list[Sample]:
-    out = []
-    for s in samples:
-        out.append(s.with_instances(
-            i.with_category(name) for i in s.instances for name, cats in unit.train_as.items() if i.category in cats
-        ))
-    return out
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -251,7 +193,7 @@ class Runner:
         self.device = resolve_device(spec.device)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = (Path(spec.out) if spec.out else ds.REPO_ROOT / "runs" / f"{stamp}_{spec.model}").resolve()
-        self.units = _units(self.cls, self.data, self.targets, self.model_cfg)
+        self.units = units_of(self.cls, self.data, self.targets, self.model_cfg)
         self._splits: dict[str, list[Sample]] = {}
         self._index: dict[str, Stage] | None = None
         self._keys: dict[str, str] = {}
@@ -471,8 +413,8 @@ class Runner:
         if k and isinstance(schedule.get("seed"), int):
             schedule["seed"] += k  # member k of an ensemble: its own seed, so members from random init differ
         adapter = self.cls.build(self.model_cfg.params, weights=weights, device=self.device)
-        train = _training_samples(self.split(self.data.train), unit)
-        valid = _training_samples(self.split(self.data.valid), unit)
+        train = training_samples(self.split(self.data.train), unit)
+        valid = training_samples(self.split(self.data.valid), unit)
         work = self.run_dir / "checkpoints" / unit.name / stage.member / f"work-{self.key(stage)}"
         checkpoint = adapter.train(train, valid, work, **schedule)
         used = [integrity.check(weights).to_dict()] if weights else []
@@ -534,7 +476,7 @@ class Runner:
         for target in unit.targets:
             if target not in part_targets:
                 continue
-            pred_cats = _pred_categories(unit, target, self.data)
+            pred_cats = pred_categories(unit, target, self.data)
             if not pred_cats:  # e.g. type_a for a model that learns [cells, soma]: nothing to score, not zero
                 rows.append(self._row(stage.mode, target, stage.ref, "skipped", f"{self.spec.model} learns the "
                                       f"classes {', '.join(unit.train_as)}; none of them counts for {target}", init))
@@ -625,7 +567,7 @@ class Runner:
     def _write_results(self, rows: list[dict[str, Any]], per_image: list[dict[str, Any]],
                        seconds: dict[str, float]) -> None:
         manifest = {"model": self.spec.model, "profile": self.spec.profile, "device": self.device,
-                    "seed": self.spec.seed, "threads": self.spec.threads, "git": _git_hash(), "versions": _versions(),
+                    "seed": self.spec.seed, "threads": self.spec.threads, "git": git_hash(), "versions": versions(),
                     "data": self.data.name, "wall_seconds": seconds, "weights": self.weights_used(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(self.run_dir / "manifest.json", manifest)

@@ -10,6 +10,7 @@ import pytest
 from metrics.matching import (
     candidate_pairs,
     iou_matrix,
+    mask_nms,
     match,
     split_boundary,
     touches_frame,
@@ -191,3 +192,19 @@ def test_min_iou_pruning_keeps_pairs_at_the_threshold() -> None:
     pruned = iou_matrix(gt, pred, min_iou=0.9)
     assert pruned[0, 0] == 9 / 10 and pruned[1, 1] == 0.0  # cannot reach 0.9: never intersected
     assert true_positives(pruned, [0.9]) == true_positives(full, [0.9]) == [1]
+
+
+def test_mask_nms_keeps_touching_cells_and_drops_duplicates_by_mask_iou() -> None:
+    """Greedy by score; suppressed when mask IoU > t (strict); box overlap alone never suppresses."""
+    ring = np.ones((10, 10), dtype=bool)
+    ring[2:8, 2:8] = False  # 64 px; its box holds the inner square entirely
+    a, inner = Obj((0, 0, 10, 10), ring), rect(2, 2, 8, 8)  # masks disjoint, boxes nested
+    dup, half = rect(2, 2, 8, 8), rect(2, 2, 8, 5)  # IoU(inner, dup) = 1, IoU(inner, half) = 18/36 = 0.5
+    far = rect(40, 40, 45, 45)
+    instances, scores = [a, inner, dup, half, far], [0.5, 0.9, 0.8, 0.7, 0.1]
+    assert mask_nms(instances, scores, 0.5) == [1, 3, 0, 4]  # dup suppressed (1.0 > 0.5); half kept (0.5 !> 0.5)
+    assert mask_nms(instances, scores, 0.49) == [1, 0, 4]
+    assert mask_nms(instances, [1.0] * 5, 0.9) == [0, 1, 3, 4]  # ties: input order
+    assert mask_nms([], [], 0.5) == []
+    with pytest.raises(ValueError, match="2 scores for 1 instances"):
+        mask_nms([a], [0.1, 0.2], 0.5)
