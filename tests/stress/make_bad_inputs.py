@@ -311,7 +311,7 @@ PREDICTION_CASES = [
 CONFIG_CASES = [
     Case("config_unknown_top_key", "model YAML with a misspelt top-level key", "load_model_config / --config",
          files(config__yaml="model: classical\nparms: {}\nprofiles: {quick: {}}\n"), model_config("classical"),
-         "ConfigError", ("{config}", "unknown key(s) parms", "allowed: finetune, model, params")),
+         "ConfigError", ("{config}", "unknown key(s) parms", "allowed: classes, evaluate, finetune, model, params")),
     Case("config_unknown_param", "model YAML with a parameter the adapter does not take",
          "load_model_config / --config",
          files(config__yaml="model: cellpose\nparams: {diamter: 30}\nprofiles: {quick: {}}\n"),
