@@ -45,3 +45,29 @@ def test_zero_shot_resolution_per_target() -> None:
     weights, reason = yolo.zero_shot_for("all")
     assert weights == () and "not a cell model" in reason
     assert load_model_config("classical", "quick").zero_shot_for("cells") == ((), None)
+
+
+def test_weights_lists_are_ensembles_only_where_the_adapter_can_ensemble(tmp_path) -> None:
+    """A list of weights is an ensemble: MEDIAR can (load_ensemble), cellpose cannot — refused before any work."""
+    path = _write(tmp_path, "model: cellpose\nfinetune: {init: [cyto3, nuclei]}\nprofiles: {quick: {}}\n")
+    with pytest.raises(ConfigError, match=r"m.yaml: finetune lists 2 weights \(an ensemble\), but model 'cellpose' "
+                                          r"cannot predict with an ensemble; list one, or set finetune.ensemble: false"):
+        load_model_config("cellpose", "quick", path)
+    path = _write(tmp_path, "model: cellpose\nfinetune: {init: [cyto3, nuclei], ensemble: false}\n"
+                            "zero_shot: {weights: {cells: [cyto3]}}\nprofiles: {quick: {}}\n")
+    single = load_model_config("cellpose", "quick", path)
+    assert single.finetune_members() == ("cyto3",) and single.zero_shot_for("cells") == (("cyto3",), None)
+    mediar = load_model_config("mediar", "paper")
+    assert mediar.finetune_members() == ("from_phase1", "from_phase2")
+    assert mediar.zero_shot_for("cells") == (("from_phase1", "from_phase2"), None)
+    assert load_model_config("mediar", "quick").finetune_members() == (None,)  # one model from random init
+    for bad, message in (("finetune: {init: []}", "finetune.init must list distinct weights names, got \\[\\]"),
+                         ("finetune: {init: [a, a]}", "finetune.init must list distinct"),
+                         ("finetune: {ensemble: 'yes'}", "finetune.ensemble must be true or false, got 'yes'"),
+                         ("zero_shot: {weights: {cells: null}}", "every target needs a weights name or list"),
+                         ("zero_shot: {weights: 3}", "zero_shot.weights must be a weights name, a list of names")):
+        path = _write(tmp_path, f"model: mediar\n{bad}\nprofiles: {{quick: {{}}}}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_model_config("mediar", "quick", path)
+    with pytest.raises(ConfigError, match="model 'classical' cannot predict with an ensemble of 2 checkpoints"):
+        adapters.get("classical").build({}).load_ensemble([tmp_path / "a", tmp_path / "b"])
