@@ -90,6 +90,12 @@ class Adapter(abc.ABC):
         """What the weights were at construction: ``pretrained:<name>`` or ``scratch`` (recorded in results)."""
         return f"pretrained:{self.weights_arg}" if self.weights_arg else "scratch"
 
+    @property
+    def run_note(self) -> str:
+        """How the weights run, when that is more than the weights: appended to a zero-shot row's init
+        (cellpose: `` (diameter 30 px)``); empty by default."""
+        return ""
+
     def versions(self) -> dict[str, str]:
         """Versions of the upstream packages this adapter uses (for the run manifest)."""
         return {}

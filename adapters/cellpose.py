@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from adapters import register
+from adapters._cellpose_files import check_cellpose_file, settle_diameters
 from adapters.base import Adapter
 from harness.errors import ConfigError, DataError, NetworkDisabledError
 from harness.weights import WeightSpec, cache_dir, resolve
@@ -61,10 +62,6 @@ NUCLEI = WeightSpec(
 )
 
 LABEL_RULES = ("last", "first", "smallest")
-#: What every cellpose ``CPnet`` file has (checked before a file is handed to cellpose). ``diam_mean`` and
-#: ``diam_labels`` are not required: cellpose loads with ``strict=False`` and older built-in files lack them.
-_CPNET_KEY = "output.2.weight"
-_CPNET_PREFIXES = ("downsample.", "upsample.")
 _CATEGORY = "cell"
 
 
@@ -90,34 +87,6 @@ def _cellpose() -> ModuleType:
     if cellpose.utils.download_url_to_file is not _guarded_download:
         cellpose.utils.download_url_to_file = _guarded_download
     return cellpose.models
-
-
-def check_cellpose_file(path: Path) -> None:
-    """Fail clearly unless `path` is a cellpose 3 network file (a plain state dict of ``CPnet``)."""
-    import torch
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: cellpose checkpoint not found")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise ConfigError(
-            f"{path}: not a cellpose checkpoint (torch cannot read it as a plain state dict: "
-            f"{type(exc).__name__}); "
-            "was it written by another adapter? Use the file that the cellpose adapter's train() returned"
-        ) from exc
-    if not isinstance(state, dict):
-        kind = type(state).__name__
-        raise ConfigError(f"{path}: not a cellpose checkpoint (holds a {kind}, not a state dict)")
-    if "W2" in state:
-        raise ConfigError(f"{path}: a Cellpose 4 (Cellpose-SAM) file; this adapter runs cellpose 3 models")
-    missing = [key for key in (_CPNET_KEY,) if key not in state]
-    missing += [f"{p}*" for p in _CPNET_PREFIXES if not any(str(k).startswith(p) for k in state)]
-    if missing:
-        raise ConfigError(
-            f"{path}: not a cellpose checkpoint (state dict lacks {', '.join(missing)}; it has e.g. "
-            f"{', '.join(list(state)[:3]) or 'no keys'}); was it written by another adapter?"
-        )
 
 
 # --------------------------------------------------------------------------------------------- adapter
@@ -149,8 +118,9 @@ class CellposeAdapter(Adapter):
         """Args (the schema of ``params`` in ``configs/models/cellpose.yaml``):
         weights: ``cyto3``, ``nuclei``, a cellpose file, or None (random init).
         device: ``cpu`` or ``cuda[:N]``.
-        diameter: expected object diameter in pixels at prediction; None = the model's own (the mean
-            training diameter after fine-tuning, 30 px for cyto3, 17 px for nuclei).
+        diameter: expected object diameter in pixels at prediction (cellpose rescales by diam_mean /
+            diameter); None = the file's ``diam_labels`` (the mean training diameter after fine-tuning), or its
+            ``diam_mean`` when it has none (no rescale) — the same on every device (`settle_diameters`).
         flow_threshold, cellprob_threshold, min_size: cellpose's mask post-processing (``eval``).
         batch_size: 224-px tiles per network batch at prediction.
         augment, tile_overlap: cellpose's test-time flip augmentation and tile overlap.
@@ -176,10 +146,17 @@ class CellposeAdapter(Adapter):
         self.tile_overlap = float(tile_overlap)
         self.label_rule = label_rule
         self.min_pixels = int(min_pixels)
-        self.weights_path: Path | None = resolve(weights) if weights else None
-        if self.weights_path is not None:
-            check_cellpose_file(self.weights_path)
+        self.weights_path: Path | None = None
+        self._file_diameters: dict[str, Any] = {}
+        if weights:
+            self._use_file(resolve(weights))
         self._model: Any = None
+
+    def _use_file(self, path: Path) -> None:
+        """Check a network file and keep the diameters it holds (the tensors are loaded by cellpose)."""
+        state = check_cellpose_file(path)
+        self.weights_path = path
+        self._file_diameters = {k: state[k] for k in ("diam_mean", "diam_labels") if k in state}
 
     # ------------------------------------------------------------------ model
 
@@ -200,15 +177,25 @@ class CellposeAdapter(Adapter):
                 gpu=device.type == "cuda", device=device, pretrained_model=str(path) if path else None,
                 mkldnn=False, nchan=2,
             )
-            logger.info("cellpose model on %s from %s (diam_mean %.1f, diam_labels %.1f)", device,
-                        path or "random init", float(self._model.diam_mean), float(self._model.diam_labels))
+            diam_mean, diam_labels = settle_diameters(self._model, self._file_diameters if path else None)
+            logger.info("cellpose model on %s from %s (diam_mean %.1f, diam_labels %.1f%s); predicting at "
+                        "diameter %.1f px", device, path or "random init", diam_mean, diam_labels,
+                        "" if "diam_labels" in self._file_diameters or not path else ": not in the file",
+                        self.prediction_diameter())
         return self._model
+
+    def prediction_diameter(self) -> float:
+        """The object diameter (px) passed to cellpose at prediction: `diameter`, else the model's diam_labels."""
+        return float(self.diameter) if self.diameter is not None else float(self.model().diam_labels)
+
+    @property
+    def run_note(self) -> str:
+        """`` (diameter D px)``: the scale the weights run at, appended to a zero-shot row's init."""
+        return f" (diameter {self.prediction_diameter():g} px)"
 
     def load(self, checkpoint: Path) -> None:
         """Use a cellpose network file (from `train`, or cyto3/nuclei) from now on."""
-        checkpoint = Path(checkpoint).expanduser().resolve()
-        check_cellpose_file(checkpoint)
-        self.weights_path = checkpoint
+        self._use_file(Path(checkpoint).expanduser().resolve())
         self._model = None
 
     # ------------------------------------------------------------------ train
@@ -228,7 +215,7 @@ class CellposeAdapter(Adapter):
         bsize: int = 224,
         rescale: bool = True,
         scale_range: float = 0.5,
-        min_train_masks: int = 1,
+        min_train_masks: int = 5,
         save_every: int = 100,
         model_name: str = "cellpose_finetuned",
     ) -> Path:
@@ -273,9 +260,9 @@ class CellposeAdapter(Adapter):
         self, samples: Sequence[Sample], what: str, min_masks: int, required: bool = True
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Float32 grayscale images and priority-resolved 2-D int32 label maps (cellpose normalises)."""
-        from harness.convert import label_map
         from tqdm import tqdm
 
+        from harness.convert import label_map
         from harness.data import to_gray
 
         images, labels, skipped = [], [], []
@@ -314,7 +301,7 @@ class CellposeAdapter(Adapter):
         if image.ndim not in (2, 3):
             raise DataError(f"cellpose expects a 2-D grayscale or HxWx3 image, got shape {image.shape}")
         masks, flows, _ = self.model().eval(
-            to_gray(image), channels=[0, 0], diameter=self.diameter, flow_threshold=self.flow_threshold,
+            to_gray(image), channels=[0, 0], diameter=self.prediction_diameter(), flow_threshold=self.flow_threshold,
             cellprob_threshold=self.cellprob_threshold, min_size=self.min_size, batch_size=self.batch_size,
             augment=self.augment, tile_overlap=self.tile_overlap, normalize=True,
         )

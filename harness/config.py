@@ -10,6 +10,8 @@ list several weights. Zero-shot then predicts with the average of the listed mod
 one model per listed init (each its own stage) and predicts with the average of the trained ones.
 ``ensemble: false`` in either block keeps only the first listed member (the single-model switch).
 Only adapters with ``supports_ensemble`` accept a list of more than one member (checked here).
+``zero_shot.params`` override ``params`` for the zero-shot rows only (what runs there need not be what is
+fine-tuned: e.g. SAM's own generator for CellSeg1); they are merged key by key, top level then profile.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 _TOP = {"model", "params", "zero_shot", "finetune", "classes", "evaluate", "profiles"}
 _PROFILE = {"params", "train", "zero_shot", "finetune", "classes", "evaluate"}
-_ZERO_SHOT = {"weights", "skip_reason", "ensemble"}
+_ZERO_SHOT = {"weights", "skip_reason", "ensemble", "params"}
 _FINETUNE = {"init", "ensemble"}
 _EVALUATE = {"merge_iou"}
 
@@ -51,6 +53,7 @@ class ModelConfig:
     finetune_ensemble: bool = True
     classes: tuple[str, ...] | None = None  # what a multiclass model learns (targets); None = the dataset's
     merge_iou: float | None = None  # class-agnostic mask-IoU NMS of the classes a target merges; None = off
+    zero_shot_params: dict[str, Any] = field(default_factory=dict)  # over `params`, for zero-shot rows only
 
     def zero_shot_for(self, target: str) -> tuple[tuple[str, ...], str | None]:
         """``(weights, None)`` to run the zero-shot row of `target` (several = an ensemble), or ``((), reason)``.
@@ -83,7 +86,7 @@ class ModelConfig:
             "params": self.params,
             "train": self.train,
             "zero_shot": {"weights": self.zero_shot_weights, "skip_reason": self.zero_shot_skip_reason,
-                          "ensemble": self.zero_shot_ensemble},
+                          "ensemble": self.zero_shot_ensemble, "params": self.zero_shot_params},
             "finetune": {"init": list(self.finetune_init), "ensemble": self.finetune_ensemble},
             "classes": list(self.classes) if self.classes is not None else None,
             "evaluate": {"merge_iou": self.merge_iou},
@@ -136,6 +139,15 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
     from adapters.base import check_keys
 
     check_keys(cls.__init__, {**params, "weights": None, "device": "cpu"}, f"{path}: params of model '{model}'")
+    zero_params: dict[str, Any] = {}  # merged key by key: top-level zero_shot.params, then the profile's
+    for where, block in ((f"{path}: zero_shot", raw.get("zero_shot")),
+                         (f"{path}: profiles.{profile}.zero_shot", prof.get("zero_shot"))):
+        extra = (block or {}).get("params")
+        zero_params.update(_check(extra, set(extra or {}), f"{where}.params"))
+    if {"weights", "device"} & set(zero_params):
+        raise ConfigError(f"{path}: zero_shot.params must not set weights or device (zero_shot.weights does)")
+    check_keys(cls.__init__, {**zero_params, "weights": None, "device": "cpu"},
+               f"{path}: zero_shot.params of model '{model}'")
     try:
         cls.check_schedule(train)
     except ConfigError as exc:  # name the file and profile the schedule came from
@@ -173,6 +185,7 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
         finetune_ensemble=ensembles["finetune"],
         classes=tuple(classes) if classes is not None else None,
         merge_iou=float(merge_iou) if merge_iou is not None else None,
+        zero_shot_params=zero_params,
     )
 
 

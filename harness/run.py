@@ -433,6 +433,7 @@ class Runner:
         params, device = self.model_cfg.params, self.device
         _seed_everything(self.spec.seed)
         if stage.mode == "zero_shot":
+            params = {**params, **self.model_cfg.zero_shot_params}  # what the zero-shot rows run (config)
             names = self.zero_shot(unit)[0]
             checks = [integrity.check(name) for name in names]
             paths, used = [c.path for c in checks], [c.to_dict() for c in checks]
@@ -447,7 +448,9 @@ class Runner:
             adapter.load(paths[0])
         models = self.run_dir / "predictions" / stage.mode / unit.name / f"{_safe(stage.ref)}.models.json"
         write_json(models, {"models": [os.path.relpath(p, self.run_dir) if stage.mode != "zero_shot" else str(p)
-                                       for p in paths], "ensemble": len(paths) > 1, "weights": used})
+                                       for p in paths], "ensemble": len(paths) > 1, "weights": used,
+                            # how zero-shot weights run, in the adapter's words (appended to the row's init)
+                            "run_note": adapter.run_note if stage.mode == "zero_shot" else ""})
         path = self.run_dir / "predictions" / stage.mode / unit.name / f"{_safe(stage.ref)}.json"
         predicted, categories = [], list(unit.train_as)
         for sample in tqdm(self.split(stage.ref), desc=f"predict {stage.mode}/{unit.name}/{stage.ref}",
@@ -467,7 +470,7 @@ class Runner:
         """Score one subset's predictions for every target of the unit annotated there, both GT modes."""
         unit = self.unit(stage.unit)
         pred_path = self.output(self._dependency(stage, "predict"), "predictions")
-        init = self._init_of(stage.mode, unit)
+        init = self._init_of(stage.mode, unit, self._dependency(stage, "predict"))
         gt = self.split(stage.ref)
         part_targets = self.data.targets_of(stage.ref)
         pred, _ = load_coco(pred_path, images_dir=None)
@@ -500,9 +503,11 @@ class Runner:
         write_json(path, {"rows": rows, "per_image": per_image})
         return {"evaluation": path}
 
-    def _init_of(self, mode: str, unit: Unit) -> str:
+    def _init_of(self, mode: str, unit: Unit, predict: dict[str, Any]) -> str:
         if mode == "zero_shot":
-            return self.zero_shot(unit)[1]
+            models = self.output(predict, "models") if "models" in predict.get("outputs", {}) else None
+            note = json.loads(models.read_text()).get("run_note", "") if models and models.is_file() else ""
+            return self.zero_shot(unit)[1] + note
         inits = []
         for sid, member in zip(self.train_ids(unit), self.model_cfg.finetune_members(), strict=True):
             rec = self.record(self.stage(sid))
