@@ -71,3 +71,18 @@ def test_weights_lists_are_ensembles_only_where_the_adapter_can_ensemble(tmp_pat
             load_model_config("mediar", "quick", path)
     with pytest.raises(ConfigError, match="model 'classical' cannot predict with an ensemble of 2 checkpoints"):
         adapters.get("classical").build({}).load_ensemble([tmp_path / "a", tmp_path / "b"])
+
+
+def test_zero_shot_params_are_validated_and_merged(tmp_path) -> None:
+    """zero_shot.params override params for zero-shot rows only; keys are checked against the constructor."""
+    path = _write(tmp_path, "model: classical\nparams: {sigma: 1}\nzero_shot: {params: {sigma: 2}}\n"
+                            "profiles: {quick: {zero_shot: {params: {min_size: 7}}}}\n")
+    cfg = load_model_config("classical", "quick", path)
+    assert cfg.params == {"sigma": 1} and cfg.zero_shot_params == {"sigma": 2, "min_size": 7}
+    assert cfg.to_dict()["zero_shot"]["params"] == {"sigma": 2, "min_size": 7}
+    path = _write(tmp_path, "model: classical\nzero_shot: {params: {sigmaa: 2}}\nprofiles: {quick: {}}\n")
+    with pytest.raises(ConfigError, match=r"m.yaml: zero_shot.params of model 'classical': unknown key\(s\) sigmaa"):
+        load_model_config("classical", "quick", path)
+    path = _write(tmp_path, "model: classical\nzero_shot: {params: {weights: x}}\nprofiles: {quick: {}}\n")
+    with pytest.raises(ConfigError, match="zero_shot.params must not set weights"):
+        load_model_config("classical", "quick", path)
