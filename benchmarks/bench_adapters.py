@@ -154,7 +154,8 @@ def _mediar_pair(image: np.ndarray, sample: Sample) -> Pair:
 
 def _gt_candidates(sample: Sample, size: int) -> list[Any]:
     """The ground truth as CellSeg1 candidates at its work size (a realistic generator output for NMS + resize)."""
-    from adapters.cellseg1 import Candidate, _resize
+    from adapters._cellseg1.augment import resize
+    from adapters.cellseg1 import Candidate
 
     sy, sx = size / sample.height, size / sample.width
     out = []
@@ -162,7 +163,7 @@ def _gt_candidates(sample: Sample, size: int) -> list[Any]:
         y0, x0, y1, x1 = inst.bbox
         wy0, wx0 = int(y0 * sy), int(x0 * sx)
         wy1, wx1 = max(wy0 + 1, int(np.ceil(y1 * sy))), max(wx0 + 1, int(np.ceil(x1 * sx)))
-        crop = _resize(inst.crop, wy1 - wy0, wx1 - wx0, nearest=True)
+        crop = resize(inst.crop, wy1 - wy0, wx1 - wx0)
         if crop.any():
             out.append(Candidate(wy0, wx0, crop, 0.9, 0.9))
     return out
@@ -176,10 +177,10 @@ def _cellseg1_pair(image: np.ndarray, sample: Sample) -> Pair:
               "crop_n_layers": 0 if image.shape[0] <= QUICK_CROP else 1}  # --quick: the full view only
     adapter = adapters.get("cellseg1").build(params, device="cpu")
     rgb = to_rgb_float(image)
-    gt_cands = _gt_candidates(sample, adapter.image_size)
+    gt_cands = _gt_candidates(sample, adapter.work_size)
     height, width = image.shape[:2]
     return Pair(adapter=lambda: adapter.predict(image),
-                direct=lambda: adapter._candidates(rgb, adapter.iou_thresh),
+                direct=lambda: adapter._candidates(rgb, adapter.iou_thresh, adapter.n_layers),
                 count_direct=len,
                 extra={"postprocess_gt_s": lambda: adapter._finish(gt_cands, 0.0, height, width, "cells")},
                 notes={"direct": "the adapter's generator built from segment_anything parts (image encoder, "
