@@ -298,6 +298,16 @@ def test_schedule_size_of_the_paper_profile() -> None:
     assert cls.schedule_size(cls.rehearsal_schedule(paper, 2), 1) == (2, 48)
 
 
+def test_paper_profile_uses_the_authors_backbone_and_zero_shot_baseline() -> None:
+    """example_config.yaml: vit_h + sam_vit_h; the zero-shot row is plain SAM's own generator (the paper's)."""
+    from harness.config import load_model_config
+
+    paper = load_model_config("cellseg1", "paper")
+    assert paper.params["variant"] == "vit_h" and paper.finetune_init == "sam_vit_h"
+    assert paper.zero_shot_weights == "sam_vit_h" and paper.zero_shot_params == {"generator": "sam"}
+    assert load_model_config("cellseg1", "quick").params["variant"] == "vit_b"  # vit_b stays an option
+
+
 def test_training_squashes_like_prediction_on_a_non_square_image(tmp_path: Path) -> None:
     """A 96×128 image with one 48×32 (h×w) cell, resize_size 64: the training tile is the whole image squashed
     to 64×64 (cell rows 16..48, cols 16..32), as prediction squashes it; masks map back to the cell's box."""
