@@ -131,7 +131,7 @@ def test_zero_shot_through_the_real_loading_path(train_sample: Sample, own_weigh
     net.save_model(str(path))
 
     adapter = CellposeAdapter(weights="cyto3", cellprob_threshold=-3.0, flow_threshold=0.0)
-    assert adapter.weights_path == path and adapter.init == "pretrained:cyto3 (diameter 30 px)"
+    assert adapter.weights_path == path and adapter.init == "pretrained:cyto3"
     image = train_sample.load_image()[CROP]
     predicted = adapter.predict(image)
     direct = models.CellposeModel(gpu=False, pretrained_model=str(path), mkldnn=False)

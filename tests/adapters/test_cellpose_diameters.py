@@ -61,7 +61,7 @@ def test_a_file_sets_the_scale_by_one_rule(tmp_path: Path, diam_mean, labels, ke
     mean, lab = expected
     assert diameters(adapter) == (mean, lab, mean, lab)
     assert adapter.prediction_diameter() == lab
-    assert adapter.init == f"pretrained:{path} (diameter {lab:g} px)"
+    assert adapter.run_note == f" (diameter {lab:g} px)"  # appended to a zero-shot row's init
     assert CellposeAdapter(weights=str(path), diameter=30.0).prediction_diameter() == 30.0
 
 

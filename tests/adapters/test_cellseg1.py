@@ -160,7 +160,8 @@ def test_position_embeddings_resized_from_a_1024_px_state_dict(tmp_path: Path) -
     window_key = "image_encoder.blocks.0.attn.rel_pos_w"  # windowed block: table kept
     assert torch.equal(loaded[window_key], state[window_key])
     assert torch.equal(loaded["mask_decoder.iou_token.weight"], state["mask_decoder.iou_token.weight"])
-    assert adapter.init == f"pretrained:{path} (SAM at 128 px, untrained LoRA = plain SAM, CellSeg1 generator)"
+    assert adapter.init == f"pretrained:{path}"
+    assert adapter.run_note == " (SAM at 128 px, untrained LoRA = plain SAM, CellSeg1 generator)"
 
     small = build_sam("small", 1024).state_dict()
     with pytest.raises(MissingWeightsError, match="wrong variant"):
@@ -303,7 +304,7 @@ def test_paper_profile_uses_the_authors_backbone_and_zero_shot_baseline() -> Non
     from harness.config import load_model_config
 
     paper = load_model_config("cellseg1", "paper")
-    assert paper.params["variant"] == "vit_h" and paper.finetune_init == "sam_vit_h"
+    assert paper.params["variant"] == "vit_h" and paper.finetune_init == ("sam_vit_h",)
     assert paper.zero_shot_weights == "sam_vit_h" and paper.zero_shot_params == {"generator": "sam"}
     assert load_model_config("cellseg1", "quick").params["variant"] == "vit_b"  # vit_b stays an option
 

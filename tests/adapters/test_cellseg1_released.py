@@ -102,7 +102,7 @@ def test_released_lora_equals_its_deltas_merged_into_plain_sam(base, tmp_path: P
     assert torch.allclose(logits, ref_logits, atol=1e-4, rtol=1e-4) and torch.allclose(iou, ref_iou, atol=1e-5)
     plain_logits, _ = adapter_outputs(cls(weights=str(base_path), **PARAMS), image, points)
     assert (plain_logits - ref_logits).abs().max() > 1e-2  # the file changed the network
-    assert adapter.init == f"pretrained:{base_path} + LoRA {lora_path} (CellSeg1 generator at {SIZE} px)"
+    assert adapter.run_note == f" + LoRA {lora_path} (CellSeg1 generator at {SIZE} px)"
 
     # a checkpoint saved on top of a released LoRA reloads it (the trained-tensor list holds LoRA only)
     adapter.save(tmp_path / "ck.pt")
@@ -216,8 +216,7 @@ def test_zero_shot_plain_sam_calls_sams_generator_with_its_defaults(tmp_path: Pa
     monkeypatch.setattr(segment_anything, "SamAutomaticMaskGenerator", FakeGenerator)
     path = confident_sam_file(tmp_path)
     adapter = adapters.get("cellseg1")(weights=str(path), variant="tiny", image_size=SIZE, generator="sam")
-    assert adapter.init == (f"pretrained:{path} (plain SAM, SamAutomaticMaskGenerator defaults at 1024 px, image "
-                            f"squashed to {SIZE} px)")
+    assert adapter.run_note == f" (plain SAM, SamAutomaticMaskGenerator defaults at 1024 px, image squashed to {SIZE} px)"
     image = np.random.default_rng(0).integers(0, 4000, (192, 384)).astype(np.uint16)
     (inst,) = adapter.predict(image)
     (_, model, kwargs), (_, given) = calls
