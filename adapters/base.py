@@ -38,6 +38,11 @@ class Adapter(abc.ABC):
         weights: known pretrained weights of this model (see `harness.weights`).
         supports_ensemble: True when `load_ensemble` can predict with several checkpoints at once (the
             harness's ensembles: a list of zero-shot weights or of fine-tuning inits in the model YAML).
+        predict_params: constructor params that `train` never reads (thresholds, tiling, TTA, ...). The key of
+            a training stage leaves them out, so changing one re-runs prediction but not training. When in
+            doubt, leave a param out of this set: the cost is a retraining, never a stale checkpoint.
+        limits: ranges of constructor params and schedule keys, checked with their annotated types before
+            any stage runs (`harness.checks`: ``{"sigma": "> 0", "label_rule": ("last", "first")}``).
     """
 
     name: ClassVar[str] = ""
@@ -46,6 +51,8 @@ class Adapter(abc.ABC):
     needs_label_maps: ClassVar[bool] = False
     weights: ClassVar[tuple[WeightSpec, ...]] = ()
     supports_ensemble: ClassVar[bool] = False
+    predict_params: ClassVar[frozenset[str]] = frozenset()
+    limits: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, weights: str | None = None, device: str = "cpu") -> None:
         """Args:
@@ -108,9 +115,23 @@ class Adapter(abc.ABC):
         return cls(**params, **fixed)
 
     @classmethod
-    def check_schedule(cls, schedule: dict[str, Any]) -> None:
-        """Fail early when a training schedule names a key that `train` does not accept."""
+    def check_params(cls, params: dict[str, Any], where: dict[str, str] | str | None = None) -> None:
+        """Fail early on an unknown constructor param, a value of the wrong type or out of `limits`.
+
+        `where` names each key's place in a config file (default: ``model '<name>'.<key>``).
+        """
+        from harness.checks import check_values
+
+        check_keys(cls.__init__, params, f"model '{cls.name}'")
+        check_values(cls.__init__, params, cls.limits, where or f"model '{cls.name}'")
+
+    @classmethod
+    def check_schedule(cls, schedule: dict[str, Any], where: dict[str, str] | str | None = None) -> None:
+        """Fail early when a training schedule names a key `train` does not accept, or a bad value."""
+        from harness.checks import check_values
+
         check_keys(cls.train, schedule, f"training schedule of model '{cls.name}'", skip=4)
+        check_values(cls.train, schedule, cls.limits, where or f"training schedule of model '{cls.name}'", skip=4)
 
 
 def check_keys(func: Any, given: dict[str, Any], what: str, skip: int = 1) -> None:

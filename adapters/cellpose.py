@@ -99,6 +99,12 @@ class CellposeAdapter(Adapter):
     description = "Cellpose 3 (cyto3 / nuclei zero-shot; fine-tuned per target with train_seg on label maps)"
     multiclass = False
     needs_label_maps = True
+    predict_params = frozenset({"diameter", "flow_threshold", "cellprob_threshold", "min_size", "batch_size",
+                                "augment", "tile_overlap"})
+    limits = {"diameter": "> 0", "tile_overlap": "in [0, 1)", "batch_size": ">= 1", "min_size": ">= 0",
+              "min_pixels": ">= 0", "epochs": ">= 2", "learning_rate": "> 0", "weight_decay": ">= 0",
+              "nimg_per_epoch": ">= 1", "bsize": ">= 16 and multiple of 16", "scale_range": ">= 0",
+              "min_train_masks": ">= 0", "save_every": ">= 1"}
     weights = (CYTO3, NUCLEI)
 
     def __init__(

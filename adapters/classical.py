@@ -37,6 +37,10 @@ class ClassicalAdapter(Adapter):
     description = "classical baseline: local-texture Otsu threshold + distance-transform watershed (no weights)"
     multiclass = False
     needs_label_maps = False
+    predict_params = frozenset(_TUNED)  # train overwrites them with the grid's best
+    limits = {"sigma": "> 0", "texture_sigma": "> 0", "threshold_scale": "> 0", "min_distance": ">= 1",
+              "min_size": ">= 0", "threshold_scales": "non-empty and > 0",
+              "min_distances": "non-empty and >= 1"}
 
     def __init__(
         self,
@@ -123,7 +127,16 @@ class ClassicalAdapter(Adapter):
             raise ConfigError(f"{checkpoint}: not a classical-adapter checkpoint ({exc})") from exc
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise ConfigError(f"{checkpoint}: not a classical-adapter checkpoint (expected format {_FORMAT})")
-        self.params.update(data["params"])
+        params = data.get("params")
+        if not isinstance(params, dict) or not params:
+            raise ConfigError(f"{checkpoint}: classical checkpoint without 'params' (a mapping of "
+                              f"{', '.join(self.params)}); re-run the training")
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise ConfigError(f"{checkpoint}: unknown key(s) {', '.join(unknown)} in 'params'; a classical "
+                              f"checkpoint holds {', '.join(self.params)}")
+        ClassicalAdapter.check_params(params, f"{checkpoint}: params")  # the format, whatever the subclass
+        self.params.update(params)
 
     def predict(self, image: np.ndarray) -> list[Any]:
         return instances_from_label_map(self.label_image(image), "cells")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import json
 import logging
 import math
 import os
@@ -44,7 +43,7 @@ import numpy as np
 from adapters import register
 from adapters.base import Adapter
 from harness.errors import ConfigError, DataError
-from harness.io import atomic_path
+from harness.io import atomic_path, write_json
 from harness.weights import WeightSpec, resolve
 
 if TYPE_CHECKING:
@@ -471,6 +470,13 @@ class MediarAdapter(Adapter):
     description = "MEDIAR-Former (MA-Net + mit_b5; released from_phase1/from_phase2 weights; cellpose flows)"
     multiclass = False
     needs_label_maps = True
+    predict_params = frozenset({"window", "overlap", "window_batch", "tta", "cellprob_threshold", "flow_threshold",
+                                "niter", "min_size"})
+    limits = {"window": ">= 32 and multiple of 32", "overlap": "in [0, 1)", "window_batch": ">= 1", "niter": ">= 1",
+              "cellprob_threshold": "in (0, 1)", "min_size": ">= 0", "min_pixels": ">= 0", "scale": "in (0, 4]",
+              "epochs": ">= 1", "learning_rate": "> 0", "weight_decay": ">= 0", "batch_size": ">= 1",
+              "crop_size": ">= 32 and multiple of 32", "crops_per_epoch": ">= 1", "t_max": ">= 1", "eta_min": ">= 0",
+              "zoom_prob": "in [0, 1]"}
     weights = (FROM_PHASE1, FROM_PHASE2)
     supports_ensemble = True
 
@@ -672,7 +678,7 @@ class MediarAdapter(Adapter):
 
         checkpoint = out_dir / "model.pth"
         _save_atomic(net.state_dict(), checkpoint)
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        write_json(out_dir / "history.json", history, indent=1)
         logger.info("mediar: %d epoch(s), last train loss %.4f; model saved to %s", len(history),
                     history[-1]["loss"], checkpoint)
         self.load(checkpoint)  # predict exactly as a fresh adapter that loads the file does
@@ -746,7 +752,6 @@ class MediarAdapter(Adapter):
     def raw_output(self, image: np.ndarray) -> np.ndarray:
         """The (ensemble-, TTA-) averaged network output (dY, dX, logit) at full resolution, float32 (3, H, W)."""
         import torch
-
         import torch.nn.functional as F
 
         x = torch.from_numpy(mediar_normalize(image)).to(self._torch_device())

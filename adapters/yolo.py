@@ -185,6 +185,9 @@ class YoloAdapter(Adapter):
     description = "YOLO11-seg (Ultralytics, AGPL-3.0): one multi-class model, overlapping instance masks"
     multiclass = True
     needs_label_maps = False
+    predict_params = frozenset({"predict_imgsz", "conf", "iou"})
+    limits = {"conf": "in [0, 1]", "iou": "in [0, 1]", "max_det": ">= 1", "epochs": ">= 1", "batch": ">= 1",
+              "patience": ">= 0", "close_mosaic": ">= 0", "nbs": ">= 1", "workers": ">= 0", "lr0": "> 0"}
     weights = tuple(_weight(s, w) for s, w in (("l", "the paper's fine-tuning start"), ("n", "small, for tests")))
 
     def __init__(

@@ -97,10 +97,15 @@ def pred_categories(unit: Unit, target: str, cfg: DatasetConfig) -> list[str]:
 
 
 def training_samples(samples: Sequence[Sample], unit: Unit) -> list[Sample]:
-    """The samples with their instances renamed to the names the unit learns (others dropped)."""
-    out = []
+    """The samples with their instances renamed to the names the unit learns (others dropped); crowd regions
+    (``iscrowd: 1``, COCO ignore regions) are left out: they are not single cells."""
+    out, crowd = [], 0
     for s in samples:
+        crowd += sum(i.iscrowd for i in s.instances)
         out.append(s.with_instances(
-            i.with_category(name) for i in s.instances for name, cats in unit.train_as.items() if i.category in cats
+            i.with_category(name) for i in s.instances if not i.iscrowd
+            for name, cats in unit.train_as.items() if i.category in cats
         ))
+    if crowd:
+        logger.warning("%d crowd region(s) (iscrowd: 1) left out of training", crowd)
     return out

@@ -1,7 +1,8 @@
 """`c6bench` command line: one sub-command per module in `harness.commands` (each has ``register``).
 
-The CLI only parses arguments and calls library functions; a `C6BenchError` is printed as one line
-(``error: ...``) and exits with status 2.
+The CLI only parses arguments and calls library functions; a `C6BenchError` or an ``OSError`` (a file that
+cannot be read or written: path and cause) is printed as one line (``error: ...``) and exits with status 2;
+Ctrl-C exits with 130 and a one-line note.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 from harness import __version__, commands
 from harness.errors import C6BenchError
+from harness.io import describe_os_error
 
 logger = logging.getLogger(__name__)
 
@@ -49,3 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except C6BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's own user-facing output
         return 2
+    except OSError as exc:  # a file that cannot be read or written: the path and the cause, no traceback
+        logger.debug("OSError", exc_info=True)
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume (finished stages are kept)",  # noqa: T201
+              file=sys.stderr)
+        return 130

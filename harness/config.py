@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import adapters
 from harness.dataset import CONFIG_DIR
 from harness.errors import ConfigError
+from harness.io import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +115,7 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
     path = Path(path) if path else config_path(model)
     if not path.is_file():
         raise ConfigError(f"{path}: model config not found (every adapter ships configs/models/<name>.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    raw = _check(raw, _TOP, str(path))
+    raw = _check(read_yaml(path), _TOP, str(path))
     if raw.get("model", model) != model:
         raise ConfigError(f"{path}: says model {raw['model']!r} but was loaded for {model!r}")
     profiles = _check(raw.get("profiles"), set(raw.get("profiles") or {}), f"{path}: profiles")
@@ -131,8 +126,10 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
             **_check(prof.get("zero_shot"), _ZERO_SHOT, f"{path}: profiles.{profile}.zero_shot")}
     fine = {**_check(raw.get("finetune"), _FINETUNE, f"{path}: finetune"),
             **_check(prof.get("finetune"), _FINETUNE, f"{path}: profiles.{profile}.finetune")}
-    params = {**(raw.get("params") or {}), **(prof.get("params") or {})}
-    train = dict(prof.get("train") or {})
+    base_params = _check(raw.get("params"), set(raw.get("params") or {}), f"{path}: params")
+    prof_params = _check(prof.get("params"), set(prof.get("params") or {}), f"{path}: profiles.{profile}.params")
+    params = {**base_params, **prof_params}
+    train = dict(_check(prof.get("train"), set(prof.get("train") or {}), f"{path}: profiles.{profile}.train"))
     for reserved in ("weights", "device"):
         if reserved in params:
             raise ConfigError(f"{path}: params must not set {reserved!r} (the harness passes it)")
@@ -148,10 +145,14 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
         raise ConfigError(f"{path}: zero_shot.params must not set weights or device (zero_shot.weights does)")
     check_keys(cls.__init__, {**zero_params, "weights": None, "device": "cpu"},
                f"{path}: zero_shot.params of model '{model}'")
+    places = {k: f"{path}: {f'profiles.{profile}.params' if k in prof_params else 'params'}.{k}" for k in params}
+    cls.check_params(params, places)
+    cls.check_params(zero_params, f"{path}: zero_shot.params")
     try:
-        cls.check_schedule(train)
+        cls.check_schedule(train, {k: f"{path}: profiles.{profile}.train.{k}" for k in train})
     except ConfigError as exc:  # name the file and profile the schedule came from
-        raise ConfigError(f"{path}: profiles.{profile}.train: {exc}") from exc
+        text = str(exc)
+        raise ConfigError(text if text.startswith(str(path)) else f"{path}: profiles.{profile}.train: {text}") from exc
     weights = _weights_value(zero.get("weights"), f"{path}: zero_shot.weights")
     init = _weights_value(fine.get("init"), f"{path}: finetune.init", mapping=False)
     init = (init,) if isinstance(init, str) else tuple(init or ())

@@ -34,6 +34,7 @@ import numpy as np
 
 from harness.data import Instance, Sample, to_uint8
 from harness.errors import DataError
+from harness.io import atomic_path, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +280,8 @@ def _label_lines(sample: Sample, class_index: Mapping[str, int]) -> tuple[list[s
 def _write_png(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
-    Image.fromarray(image).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def write_yolo_dataset(splits: Mapping[str, Sequence[Sample]], out_dir: Path, classes: Sequence[str]) -> Path:
@@ -309,21 +311,21 @@ def write_yolo_dataset(splits: Mapping[str, Sequence[Sample]], out_dir: Path, cl
         for sample in tqdm(samples, desc=f"yolo {split}", unit="img"):
             if sample.name in seen:
                 raise DataError(
-                    f"{sample.image_path}: image name {sample.name!r} also used by {seen[sample.name]} "
-                    f"in split {split!r}; YOLO files are named by stem"
+                    f"{sample.image_path}: its YOLO files would be named {sample.name!r}, like those of "
+                    f"{seen[sample.name]} in split {split!r}; rename one of the two images"
                 )
             seen[sample.name] = sample.image_path
             lines, skipped = _label_lines(sample, class_index)
             _write_png(out_dir / "images" / split / f"{sample.name}.png", to_uint8(sample.load_image()))
-            (out_dir / "labels" / split / f"{sample.name}.txt").write_text("".join(f"{ln}\n" for ln in lines))
+            write_text(out_dir / "labels" / split / f"{sample.name}.txt", "".join(f"{ln}\n" for ln in lines))
             n_lines += len(lines)
             n_skipped += skipped
         yaml_splits[key] = f"images/{split}"
         summary[split] = {"images": len(samples), "instances": n_lines, "skipped_empty": n_skipped}
     data = {"path": str(out_dir), **yaml_splits, "names": dict(enumerate(classes))}
     data_yaml = out_dir / "data.yaml"
-    data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
-    (out_dir / "export.json").write_text(json.dumps({"classes": classes, "splits": summary}, indent=2) + "\n")
+    write_text(data_yaml, yaml.safe_dump(data, sort_keys=False))
+    write_text(out_dir / "export.json", json.dumps({"classes": classes, "splits": summary}, indent=2) + "\n")
     logger.info(
         "YOLO dataset written to %s (%s)",
         out_dir,

@@ -18,16 +18,21 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from harness.errors import DataError
+from harness.images import (  # noqa: F401 - re-exported: the data layer's image readers
+    IMAGE_SUFFIXES,
+    normalize_percentile,
+    read_image,
+    to_gray,
+    to_uint8,
+)
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 #: (y0, x0, y1, x1), end-exclusive, in pixels.
 BBox = tuple[int, int, int, int]
@@ -266,8 +271,13 @@ class Sample:
 
     @property
     def name(self) -> str:
-        """Stem used for per-image files (label TIFFs, YOLO labels)."""
-        return Path(self.file_name or self.image_path.name).stem
+        """Name of per-image output files (label TIFFs, YOLO labels): the image's path relative to its dataset
+        (``file_name``) without the suffix, folders joined by ``__`` — ``set26/raw.tif`` → ``set26__raw``,
+        ``a.tif`` → ``a`` — so one-folder-per-image datasets do not collide on ``raw``."""
+        rel = PurePosixPath((self.file_name or self.image_path.name).replace("\\", "/"))
+        parts = [{"..": "up"}.get(p, p) for p in rel.parts if p not in ("/", ".")]
+        parts[-1] = PurePosixPath(parts[-1]).stem
+        return "__".join(parts)
 
     def load_image(self) -> np.ndarray:
         """Read the image and check its size against the annotation file."""
@@ -285,65 +295,6 @@ class Sample:
         return replace(self, instances=tuple(instances))
 
 
-# --------------------------------------------------------------------------------------------- images
-
-
-def read_image(path: Path | str) -> np.ndarray:
-    """Read a TIFF/PNG/JPEG as stored: 2-D grayscale or ``H×W×3`` (alpha dropped), 8- or 16-bit."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: image file is empty (0 bytes); re-download or re-export it")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            image = tifffile.imread(path)
-        else:
-            from PIL import Image
-
-            with Image.open(path) as handle:
-                image = np.asarray(handle)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the same user problem
-        raise DataError(
-            f"{path}: cannot decode image ({type(exc).__name__}: {exc}); the file is corrupt"
-        ) from exc
-    image = np.squeeze(image)
-    if image.size == 0:
-        raise DataError(f"{path}: cannot decode image (no pixel data); the file is corrupt")
-    if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[-1] not in (3, 4):
-        image = np.moveaxis(image, 0, -1)
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3) or image.size == 0:
-        raise DataError(f"{path}: expected a 2-D grayscale or RGB image, got array of shape {image.shape}")
-    return image
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """RGB → grayscale (mean of channels, dtype kept as float32); grayscale passes through."""
-    if image.ndim == 2:
-        return image
-    return image.astype(np.float32).mean(axis=-1)
-
-
-def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Scale to float32 so that the `low`/`high` percentiles map to 0/1 (per image, as cellpose does)."""
-    image = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(image, [low, high])
-    if hi <= lo:
-        return np.zeros_like(image, dtype=np.float32)
-    return (image - lo) / (hi - lo)
-
-
-def to_uint8(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Percentile-normalised 8-bit copy (for YOLO/SAM inputs and overlays); uint8 input is returned as is."""
-    if image.dtype == np.uint8:
-        return image
-    return (np.clip(normalize_percentile(image, low, high), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 # --------------------------------------------------------------------------------------------- COCO
 
 
@@ -353,17 +304,41 @@ def to_uint8(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndar
 OUTSIDE_TOLERANCE = 1.0
 
 
-def _read_json(path: Path) -> Any:
+_BINARY_KINDS = ((b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"\x89PNG", "a PNG image"),
+                 (b"PK\x03\x04", "a zip archive (or a torch checkpoint)"), (b"\xff\xd8\xff", "a JPEG image"))
+
+
+def read_json(path: Path | str, what: str = "annotation file") -> Any:
+    """Parse a JSON file: UTF-8 with or without a byte-order mark, plain or gzip-compressed (``.json.gz``).
+
+    A folder, an image, an archive or broken JSON is a `DataError` naming the file and what it is.
+    """
+    path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.json"))
+        hint = f" (it holds {', '.join(inside[:5])})" if inside else ""
+        raise DataError(f"{path}: is a folder, not a JSON file; give the {what} inside it{hint}")
     if not path.is_file():
-        raise DataError(f"{path}: annotation file not found")
+        raise DataError(f"{path}: {what} not found")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        import gzip
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: a gzip file that cannot be decompressed ({exc}); re-download it") from exc
+    for magic, kind in _BINARY_KINDS:
+        if raw.startswith(magic):
+            raise DataError(f"{path}: is {kind}, not a JSON {what}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); not a COCO JSON"
         ) from exc
     if not text.strip():
-        raise DataError(f"{path}: annotation file is empty (0 bytes of JSON); re-download or re-export it")
+        raise DataError(f"{path}: {what} is empty (0 bytes of JSON); re-download or re-export it")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -521,7 +496,7 @@ def load_coco(
     stored per image in ``Sample.extra["warnings"]`` and logged as one counted line.
     """
     json_path = Path(json_path)
-    data = _read_json(json_path)
+    data = read_json(json_path)
     if not isinstance(data, dict):
         raise DataError(
             f"{json_path}: top level must be a JSON object with 'images', 'annotations', 'categories'"
@@ -537,6 +512,7 @@ def load_coco(
     per_image: dict[Any, list[Instance]] = {i: [] for i in images}
     per_image_warnings: dict[Any, list[str]] = {i: [] for i in images}
     seen_ann: set[Any] = set()
+    extent = [0, 0.0]  # polygon annotations seen, largest coordinate
     for index, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise DataError(f"{json_path}: annotations[{index}] is {type(ann).__name__}, not an object")
@@ -563,6 +539,9 @@ def load_coco(
         geometry = parse_segmentation(
             ann["segmentation"], where, img["height"], img["width"], per_image_warnings[img["id"]]
         )
+        if "polygons" in geometry:
+            extent[0] += 1
+            extent[1] = max(extent[1], *(float(part.max()) for part in geometry["polygons"]))
         score = ann.get("score")
         if score is not None and (not _is_number(score) or not math.isfinite(score)):
             raise DataError(f"{where}: 'score' must be a finite number, got {score!r}")
@@ -579,6 +558,13 @@ def load_coco(
             )
         )
 
+    smallest = min((min(img["width"], img["height"]) for img in images.values()), default=0)
+    if extent[0] and extent[1] <= 1.0 < smallest:
+        raise DataError(
+            f"{json_path}: all {extent[0]} polygon annotations lie within 0..1 (largest coordinate "
+            f"{extent[1]:g}) on images of {smallest}+ px: the coordinates look normalised (YOLO style). COCO "
+            "polygons are in pixels: multiply x by the image width and y by its height"
+        )
     samples = []
     found: list[str] = []
     for image_id, img in images.items():
@@ -588,7 +574,7 @@ def load_coco(
         found.extend(notes)
         samples.append(
             Sample(
-                image_path=_image_path(json_path, base, img["file_name"]),
+                image_path=image_path_of(json_path, base, img["file_name"]),
                 height=img["height"],
                 width=img["width"],
                 instances=tuple(per_image[image_id]),
@@ -605,7 +591,8 @@ def load_coco(
     return samples, categories
 
 
-def _image_path(json_path: Path, images_dir: Path | None, file_name: str) -> Path:
+def image_path_of(json_path: Path, images_dir: Path | None, file_name: str) -> Path:
+    """Where the image `file_name` of a COCO file is: under `images_dir`, else beside the JSON or in ``images/``."""
     if images_dir is not None:
         return images_dir / file_name
     for candidate in (json_path.parent / file_name, json_path.parent / "images" / file_name):

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness.data import IMAGE_SUFFIXES, Sample, load_coco
 from harness.errors import ConfigError, DataError
+from harness.io import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -79,19 +78,21 @@ def load_dataset_config(path: Path | str, root: Path | str | None = None) -> Dat
             f"{path}: dataset config not found; shipped ones: "
             f"{', '.join(p.name for p in sorted((CONFIG_DIR / 'datasets').glob('*.yaml')))}"
         )
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     _check_keys(raw, _TOP_KEYS, {"name", "root", "parts", "train", "valid", "evaluate"}, str(path))
+    if not isinstance(raw["parts"], dict):
+        raise ConfigError(f"{path}: parts must be a mapping of part name -> splits and targets")
     parts: dict[str, Part] = {}
     for part_name, part in (raw["parts"] or {}).items():
         where = f"{path}: parts.{part_name}"
         if not isinstance(part, dict):
             raise ConfigError(f"{where} must be a mapping with 'splits' and 'targets'")
         _check_keys(part, _PART_KEYS, _PART_KEYS, where)
+        for key in _PART_KEYS:
+            if not isinstance(part[key], dict) or not part[key]:
+                raise ConfigError(f"{where}.{key} must be a non-empty mapping, got {part[key]!r}")
         targets = {
             str(t): tuple(str(c) for c in _as_list(cats, f"{where}.targets.{t}"))
             for t, cats in part["targets"].items()
@@ -260,11 +261,38 @@ def _split_images_dir(split_dir: Path) -> Path:
     return split_dir / "images" if (split_dir / "images").is_dir() else split_dir
 
 
+def split_images(cfg: DatasetConfig, ref: str) -> tuple[Path, list[list[Any]], list[Path]]:
+    """What a split is made of: its annotation JSON, the JSON's image entries ``[id, file_name, width,
+    height]`` and the image files they name (in order).
+
+    For content keys: the entries are read once per version of the JSON (`harness.digest.derived`), not on
+    every resume; a malformed entry is left to the loader.
+    """
+    from harness import digest
+    from harness.data import image_path_of
+
+    split_dir = cfg.split_dir(ref)
+    json_path = find_annotation_file(split_dir)
+    images_dir = _split_images_dir(split_dir)
+    entries = digest.derived(json_path, "coco-images", _image_entries)
+    return json_path, entries, [image_path_of(json_path, images_dir, e[1]) for e in entries]
+
+
+def _image_entries(json_path: Path) -> list[list[Any]]:
+    from harness.data import read_json
+
+    data = read_json(json_path)
+    entries = data.get("images") if isinstance(data, dict) else None
+    keep = [e for e in entries or () if isinstance(e, dict) and isinstance(e.get("file_name"), str) and e["file_name"]]
+    return [[e.get("id"), e["file_name"], e.get("width"), e.get("height")] for e in keep]
+
+
 def validate_samples(samples: Sequence[Sample], check_images: bool = True) -> dict[str, Any]:
     """Counts per category (images, instances, overlapping pairs) and the problems/warnings of some samples.
 
     Reads every image (``check_images``) to catch missing, empty, corrupt or wrongly sized files; each one is
-    a problem naming the file. Overlaps are counted within a category and over all categories.
+    a problem naming the file. Overlaps are counted within a category and over all categories; two annotations
+    of one category with the same mask (IoU 1) are a problem naming both.
     """
     from tqdm import tqdm
 
@@ -289,7 +317,9 @@ def validate_samples(samples: Sequence[Sample], check_images: bool = True) -> di
             row = cats.setdefault(cat, {"images": 0, "instances": 0, "overlapping_pairs": 0, "empty": 0})
             row["images"] += 1
             row["instances"] += len(insts)
-            row["overlapping_pairs"] += len(overlapping_pairs(insts))
+            pairs = overlapping_pairs(insts)
+            row["overlapping_pairs"] += len(pairs)
+            problems += [_duplicate(insts[a], insts[b], cat) for a, b in pairs if _same_mask(insts[a], insts[b])]
             for inst in insts:
                 if inst.area == 0:
                     row["empty"] += 1
@@ -302,6 +332,17 @@ def validate_samples(samples: Sequence[Sample], check_images: bool = True) -> di
         "problems": problems,
         "warnings": warnings,
     }
+
+
+def _same_mask(a: Any, b: Any) -> bool:
+    return a.bbox == b.bbox and bool((a.crop == b.crop).all())
+
+
+def _duplicate(first: Any, second: Any, category: str) -> str:
+    """Problem text for two annotations with the same mask and category (IoU 1): one would be a FN forever."""
+    other = first.source.split(": ", 1)[-1].split(" (")[0]
+    return (f"{second.source}: exact duplicate of {other} (same mask, same category {category!r}, IoU 1); "
+            "delete one of the two — a duplicate can never be matched and counts as a missed cell")
 
 
 def validate(

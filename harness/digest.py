@@ -4,7 +4,9 @@ A result must be keyed by what it was computed from — annotation and image con
 checkpoint a stage consumes — not by paths. Hashing a 75-image dataset (about 1 GB) on every resume would
 cost seconds, so each digest is remembered in a small JSON cache next to the weights cache
 (``$C6BENCH_WEIGHTS/digests.json``) under the file's resolved path, size, modification time (ns) and inode:
-an unchanged file costs one ``stat``; an edited or replaced file is hashed again.
+an unchanged file costs one ``stat``; an edited or replaced file is hashed again (and a file modified in the
+last two seconds is never remembered, since a second edit could keep its size and mtime). `derived` caches any
+small JSON value computed from a file the same way (the image list of an annotation file, a module's imports).
 
 sha256 is the harness's own digest. ``md5`` exists because that is what some upstreams publish for their
 weights (SAM's file names carry an md5 prefix; MEDIAR's files are known by md5): a file that is hashed for
@@ -18,8 +20,10 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from harness.io import write_json
 
@@ -27,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _LOCK = threading.Lock()
-_MEMORY: dict[str, tuple[list[int], str]] = {}
+_MEMORY: dict[str, tuple[list[int], Any]] = {}
 _LOADED: set[Path] = set()
 
 
@@ -61,6 +65,15 @@ def _stamp(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+#: A file modified less than this long ago is hashed but not remembered: a second write within the file
+#: system's timestamp granularity would leave size and mtime unchanged (git's "racy" entries).
+RACY_NS = 2_000_000_000
+
+
+def _settled(stamp: list[int]) -> bool:
+    return time.time_ns() - stamp[1] > RACY_NS
+
+
 def _load(cache: Path) -> None:
     if cache in _LOADED:
         return
@@ -71,7 +84,7 @@ def _load(cache: Path) -> None:
         return
     if isinstance(stored, dict):
         for key, value in stored.items():
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str):
+            if isinstance(value, list) and len(value) == 2 and (isinstance(value[1], str) or "#" in key):
                 _MEMORY.setdefault(key, (list(value[0]), value[1]))
 
 
@@ -107,13 +120,33 @@ def files_digest(paths: Iterable[Path | str], algorithm: str = "sha256") -> list
             if known is not None and known[0] == stamp:
                 out.append(known[1])
                 continue
-            for name, digest in hash_file(path).items():  # every algorithm in one read
-                _MEMORY[_key(path, name)] = (stamp, digest)
-            out.append(_MEMORY[_key(path, algorithm)][1])
-            hashed += 1
+            digests = hash_file(path)  # every algorithm in one read
+            if _settled(stamp):
+                for name, value in digests.items():
+                    _MEMORY[_key(path, name)] = (stamp, value)
+                hashed += 1
+            out.append(digests[algorithm])
         if hashed:
             _save(cache)
     return out
+
+
+def derived(path: Path | str, tag: str, compute: Callable[[Path], Any]) -> Any:
+    """``compute(path)`` (a JSON-serialisable value), cached under `tag` while the file's stamp is unchanged."""
+    path = Path(path).resolve()
+    cache, key = cache_file(), f"{os.fspath(path)}#{tag}"
+    with _LOCK:
+        _load(cache)
+        stamp = _stamp(path)
+        known = _MEMORY.get(key)
+        if known is not None and known[0] == stamp:
+            return known[1]
+    value = json.loads(json.dumps(compute(path)))  # what a reload from the cache file would give
+    if _settled(stamp):
+        with _LOCK:
+            _MEMORY[key] = (stamp, value)
+            _save(cache)
+    return value
 
 
 def combined(parts: Iterable[str]) -> str:

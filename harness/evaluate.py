@@ -7,9 +7,8 @@ touch the outer frame (each set on its own, before matching, as NeurIPS-CellSeg 
 (`metrics.matching`) and count (`metrics.scores`). Counts are pooled over images (the paper's figures) and
 averaged per image; the settings travel with the numbers.
 
-Also here: reading predictions from disk — a COCO *results* JSON (a list of ``image_id, category_id,
-segmentation, score``; it needs the ground truth for image sizes and names) or a COCO *instances* JSON —
-and writing ``metrics.json`` / ``per_image.csv``.
+Also here: the targets of an evaluation and writing ``metrics.json`` / ``per_image.csv``; prediction files are
+read by `harness.predictions`.
 """
 
 from __future__ import annotations
@@ -26,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import Instance, Sample, load_coco, parse_segmentation
+from harness import drops
+from harness.data import Instance, Sample
 from harness.errors import ConfigError, DataError
 from harness.io import write_text
-from metrics.matching import InstanceSet, iou_matrix, match, touches_frame
+from metrics.matching import InstanceSet, covered_fraction, iou_matrix, match, touches_frame
 from metrics.scores import Counts, PerImageMean, bootstrap_intervals, per_image_mean, pool
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,12 @@ BOUNDARY_NOTE = (
     "predictions separately, before matching (after GT resolution in resolved mode); 0 = off"
 )
 EMPTY_NOTE = "instances whose mask has no pixel are dropped before anything else (counted in n_*_empty)"
+CROWD_NOTE = (
+    "ground truth with iscrowd=1 is an ignore region, as in COCO: never counted (not in n_gt, never a FN), left "
+    "out of the frame rule and of GT resolution; predictions are matched to the other GT first, then an unmatched "
+    "prediction with at least t of its pixels inside one crowd region is ignored (neither TP nor FP; "
+    "n_pred_crowd_ignored per threshold)"
+)
 
 
 def threshold_key(threshold: float) -> str:
@@ -78,6 +84,8 @@ class ImageResult:
     n_gt_empty: int
     n_pred_empty: int
     counts: tuple[Counts, ...]
+    n_gt_crowd: int = 0
+    n_pred_crowd_ignored: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,10 @@ class TargetResult:
             "n_gt_resolve_dropped": self.total("n_gt_resolve_dropped"),
             "n_gt_empty": self.total("n_gt_empty"),
             "n_pred_empty": self.total("n_pred_empty"),
+            "n_gt_crowd": self.total("n_gt_crowd"),
+            "n_pred_crowd_ignored": {threshold_key(t): int(sum(r.n_pred_crowd_ignored[k] for r in self.images
+                                                               if r.n_pred_crowd_ignored))
+                                     for k, t in enumerate(self.thresholds)},
             "n_images_scored": first.n_scored,
             "n_images_empty": first.n_empty,
             "pooled": pooled,
@@ -130,6 +142,8 @@ PER_IMAGE_COLUMNS = (
     "n_gt_boundary",
     "n_pred_boundary",
     "n_gt_resolve_dropped",
+    "n_gt_crowd",
+    "n_pred_crowd_ignored",
     "tp",
     "fp",
     "fn",
@@ -156,7 +170,7 @@ class Evaluation:
         rows = []
         for target in self.targets.values():
             for r in target.images:
-                for t, c in zip(target.thresholds, r.counts, strict=True):
+                for k, (t, c) in enumerate(zip(target.thresholds, r.counts, strict=True)):
                     rows.append(
                         {
                             "target": r.target,
@@ -168,6 +182,8 @@ class Evaluation:
                             "n_gt_boundary": r.n_gt_boundary,
                             "n_pred_boundary": r.n_pred_boundary,
                             "n_gt_resolve_dropped": r.n_gt_resolve_dropped,
+                            "n_gt_crowd": r.n_gt_crowd,
+                            "n_pred_crowd_ignored": r.n_pred_crowd_ignored[k] if r.n_pred_crowd_ignored else 0,
                             **c.to_dict(),
                         }
                     )
@@ -297,7 +313,8 @@ def evaluate_image(
 ) -> ImageResult:
     """Counts of one target on one image (see the module docstring for the order of the steps)."""
     where = f"image {_label(gt)!r}"
-    gt_inst = [i for i in gt.instances if i.category in gt_categories]
+    gt_inst = [i for i in gt.instances if i.category in gt_categories and not i.iscrowd]
+    crowd = [i for i in gt.instances if i.category in gt_categories and i.iscrowd]
     pred_inst = [i for i in (pred.instances if pred is not None else ()) if i.category in pred_categories]
     resolve_dropped = 0
     if resolve_gt is not None:
@@ -312,7 +329,9 @@ def evaluate_image(
     p_frame = touches_frame(p.boxes, gt.height, gt.width, boundary) & ~p_empty
     g, p = g.subset(~(g_empty | g_frame)), p.subset(~(p_empty | p_frame))
     iou = iou_matrix(g, p, min_iou=min(thresholds))
-    counts = tuple(Counts.from_matching(match(iou, t).tp, len(g), len(p)) for t in thresholds)
+    matchings = [match(iou, t) for t in thresholds]
+    ignored = _crowd_ignored(p, _instance_set(crowd, where), matchings)
+    counts = tuple(Counts.from_matching(m.tp, len(g), len(p) - n) for m, n in zip(matchings, ignored, strict=True))
     return ImageResult(
         target=target,
         image=_label(gt),
@@ -325,7 +344,22 @@ def evaluate_image(
         n_gt_empty=int(g_empty.sum()),
         n_pred_empty=int(p_empty.sum()),
         counts=counts,
+        n_gt_crowd=len(crowd),
+        n_pred_crowd_ignored=ignored,
     )
+
+
+def _crowd_ignored(p: InstanceSet, crowd: InstanceSet, matchings: Sequence[Any]) -> tuple[int, ...]:
+    """Per threshold t: unmatched predictions with >= t of their pixels inside one crowd region (COCO)."""
+    if len(crowd) == 0 or len(p) == 0:
+        return tuple(0 for _ in matchings)
+    inside = covered_fraction(p, crowd).max(axis=1)
+    out = []
+    for m in matchings:
+        free = np.ones(len(p), dtype=bool)
+        free[m.pred] = False
+        out.append(int((free & (inside >= m.threshold)).sum()))
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------------------------- evaluate
@@ -380,14 +414,21 @@ def evaluate(
     missing = [t for t in targets if t not in pred_targets]
     if missing:
         raise ConfigError(f"pred_targets lacks target(s) {', '.join(missing)}")
+    if not gt:
+        raise DataError("no ground-truth image to evaluate against")
+    for g in gt:
+        if boundary and 2 * boundary >= min(g.height, g.width):
+            raise ConfigError(f"boundary {boundary} px: the frame covers all of image {_label(g)!r} "
+                              f"({g.width}x{g.height}); use a smaller --boundary (0 = off)")
     key, pairs = pair_samples(gt, pred)
     _check_pred_categories(pairs, {c for t in targets for c in pred_targets[t]})
     unpaired = [_label(g) for g, p in pairs if p is None]
-    if unpaired and pred:
+    if unpaired:
         logger.warning(
-            "%d ground-truth image(s) have no entry in the predictions and count as images with no "
+            "%d of %d ground-truth image(s) have no entry in the predictions and count as images with no "
             "predicted instance: %s",
             len(unpaired),
+            len(gt),
             ", ".join(unpaired[:5]),
         )
 
@@ -419,6 +460,8 @@ def evaluate(
             if bootstrap
             else tuple({} for _ in ts),
         )
+    for t, result in results.items():
+        drops.check(t, result.to_dict(), boundary, len(result.images))
     settings = {
         "thresholds": list(ts),
         "boundary": int(boundary),
@@ -428,6 +471,7 @@ def evaluate(
         "matching": MATCHING_NOTE,
         "boundary_rule": BOUNDARY_NOTE,
         "empty_masks": EMPTY_NOTE,
+        "crowd": CROWD_NOTE,
         "aggregation": AGGREGATION_NOTE,
         "primary": "pooled",
         "bootstrap": {
@@ -446,126 +490,6 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------------------------- files
-
-
-def rle_string_total(counts: str, where: str) -> int:
-    """Sum of the runs of a compressed COCO RLE string (``rleFrString``), or a DataError if it is malformed.
-
-    pycocotools decodes some malformed strings into garbage without complaint, so the run total is checked
-    against ``height × width`` before a predicted mask is trusted.
-    """
-    runs: list[int] = []
-    total, p, n = 0, 0, len(counts)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise DataError(f"{where}: compressed RLE 'counts' ends in the middle of a number")
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                raise DataError(f"{where}: compressed RLE 'counts' has an invalid character {counts[p]!r}")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise DataError(f"{where}: compressed RLE 'counts' decodes to a negative run length")
-        runs.append(x)
-        total += x
-    return total
-
-
-def check_rle(instance: Instance, where: str) -> None:
-    """A compressed RLE must cover exactly ``height × width`` pixels."""
-    rle = instance.rle
-    if rle is None or not isinstance(rle.get("counts"), str):
-        return
-    total = rle_string_total(rle["counts"], where)
-    if total != instance.height * instance.width:
-        raise DataError(
-            f"{where}: RLE runs cover {total} pixels but the image has {instance.height}x"
-            f"{instance.width} = {instance.height * instance.width}; the mask is corrupt or belongs "
-            "to another image size"
-        )
-
-
-def load_coco_results(path: Path | str, gt: Sequence[Sample], categories: Mapping[int, str]) -> list[Sample]:
-    """Read a COCO *results* JSON onto the ground truth's images (one prediction `Sample` per GT image).
-
-    Each entry needs ``image_id`` (an id of `gt`), ``category_id`` (a key of `categories`, the GT's
-    categories) and ``segmentation`` (RLE or polygons); ``score`` is optional. Box-only results are refused.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: prediction file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    if not isinstance(data, list):
-        raise DataError(f"{path}: a COCO results file is a JSON list of detections")
-    by_id = {s.image_id: s for s in gt}
-    per_image: dict[Any, list[Instance]] = {i: [] for i in by_id}
-    for k, entry in enumerate(data):
-        where = f"{path}: result {k}"
-        if not isinstance(entry, dict) or not {"image_id", "category_id"} <= entry.keys():
-            raise DataError(f"{where}: each result needs 'image_id', 'category_id' and 'segmentation'")
-        if "segmentation" not in entry:
-            raise DataError(f"{where}: no 'segmentation' (box-only results cannot be scored by mask IoU)")
-        sample = by_id.get(entry["image_id"])
-        if sample is None:
-            raise DataError(
-                f"{where}: image_id {entry['image_id']!r} is not an image of the ground truth "
-                f"(ids {sorted(by_id)[:10]}{' ...' if len(by_id) > 10 else ''})"
-            )
-        if entry["category_id"] not in categories:
-            raise DataError(
-                f"{where}: unknown category_id {entry['category_id']!r}; ground-truth category ids: "
-                f"{sorted(categories)}"
-            )
-        score = entry.get("score")
-        if score is not None and (not isinstance(score, (int, float)) or not math.isfinite(score)):
-            raise DataError(f"{where}: 'score' must be a finite number, got {score!r}")
-        geometry = parse_segmentation(entry["segmentation"], where, sample.height, sample.width)
-        inst = Instance(
-            category=categories[entry["category_id"]],
-            height=sample.height,
-            width=sample.width,
-            order=len(per_image[entry["image_id"]]),
-            score=None if score is None else float(score),
-            source=where,
-            **geometry,
-        )
-        check_rle(inst, where)
-        per_image[entry["image_id"]].append(inst)
-    logger.info("%s: %d results on %d images", path, len(data), sum(bool(v) for v in per_image.values()))
-    return [s.with_instances(per_image[s.image_id]) for s in gt]
-
-
-def load_predictions(
-    path: Path | str, gt: Sequence[Sample], categories: Mapping[int, str]
-) -> tuple[list[Sample], set[str] | None]:
-    """Predictions from a COCO results JSON (a list) or a COCO instances JSON (an object).
-
-    Returns the samples and the category names the file declares (None for a results file, whose
-    category ids are the ground truth's).
-    """
-    path = Path(path)
-    try:
-        head = path.read_text().lstrip()[:1]
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: prediction file not found") from exc
-    if head == "[":
-        return load_coco_results(path, gt, categories), None
-    samples, pred_categories = load_coco(path)
-    for s in samples:
-        for inst in s.instances:
-            check_rle(inst, inst.source)
-    return samples, set(pred_categories.values())
 
 
 def targets_for(

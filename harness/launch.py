@@ -22,10 +22,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from harness.checks import check_values
+from harness.concurrency import stop
 from harness.errors import C6BenchError, ConfigError
-from harness.io import write_json
+from harness.io import read_yaml, write_json
 from harness.run import BenchSpec, Runner, Stage, read_record, record_path
 
 logger = logging.getLogger(__name__)
@@ -199,6 +199,20 @@ def _run_workers(plan: Plan, stages: Sequence[Stage], workers: int) -> dict[str,
     states: dict[str, str] = {}
     slots = _slots(workers, next(iter(plan.specs.values())).threads)
     bar = tqdm(total=len(stages), desc="stages", unit="stage")
+    try:
+        _schedule(plan, slots, pending, todo, states, bar)
+    finally:  # Ctrl-C or an error here: the workers still running are interrupted, not left behind
+        stop([slot.busy[1] for slot in slots if slot.busy])
+        bar.close()
+    failed = {k: v for k, v in states.items() if v != "done"}
+    if failed:
+        raise StageFailed(_failure_message(plan, failed))
+    return states
+
+
+def _schedule(plan: Plan, slots: list[_Slot], pending: list[Stage], todo: set[str], states: dict[str, str],
+              bar: Any) -> None:
+    """Start ready stages in free slots until every stage has finished, failed or is blocked."""
     while pending or any(s.busy for s in slots):
         for slot in slots:
             if slot.busy:
@@ -226,11 +240,6 @@ def _run_workers(plan: Plan, stages: Sequence[Stage], workers: int) -> dict[str,
                     pending.remove(blocked)
                     states[blocked.id] = "blocked"
                     bar.update(1)
-    bar.close()
-    failed = {k: v for k, v in states.items() if v != "done"}
-    if failed:
-        raise StageFailed(_failure_message(plan, failed))
-    return states
 
 
 def _spawn(plan: Plan, stage: Stage, slot: _Slot) -> tuple[Stage, subprocess.Popen, Any]:
@@ -239,7 +248,7 @@ def _spawn(plan: Plan, stage: Stage, slot: _Slot) -> tuple[Stage, subprocess.Pop
     out = runner.log_path(stage).with_suffix(".out")
     out.parent.mkdir(parents=True, exist_ok=True)
     handle = out.open("w")
-    env = dict(os.environ, **slot.env, TQDM_DISABLE="1")
+    env = dict(os.environ, **slot.env, TQDM_DISABLE="1", C6BENCH_PARENT_PID=str(os.getpid()))
     logger.info("stage %s → worker %d", stage.id, slot.index)
     proc = subprocess.Popen([sys.executable, "-m", "harness", "stage", str(plan.root), stage.id],
                             stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
@@ -289,15 +298,16 @@ class SlurmOptions:
     @classmethod
     def from_yaml(cls, path: Path) -> SlurmOptions:
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the launcher YAML ({exc})") from exc
+            raw = read_yaml(path) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the launcher YAML ({exc.strerror})") from exc
         allowed = {f.name for f in fields(cls)}
         if not isinstance(raw, dict) or set(raw) - allowed:
             unknown = sorted(set(raw) - allowed) if isinstance(raw, dict) else raw
             raise ConfigError(f"{path}: unknown launcher key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
         if raw.get("cluster", "slurm") not in ("slurm", "local", "debug"):
             raise ConfigError(f"{path}: cluster must be slurm, local or debug, not {raw['cluster']!r}")
+        check_values(cls.__init__, raw, SLURM_LIMITS, {k: f"{path}: {k}" for k in raw})  # types + ranges
         return cls(**raw)
 
     def merged(self, overrides: dict[str, Any]) -> SlurmOptions:
@@ -318,6 +328,10 @@ class SlurmOptions:
         if self.additional:
             params["slurm_additional_parameters"] = dict(self.additional)
         return params
+
+
+SLURM_LIMITS = {"time_min": ">= 1", "gpus_per_node": ">= 0", "cpus_per_task": ">= 1", "mem_gb": "> 0",
+                "array_parallelism": ">= 1"}
 
 
 def _job_name(stage: Stage) -> str:
@@ -457,7 +471,8 @@ def stage_status(plan: Plan) -> list[dict[str, Any]]:
                   "submitted": f"job {rec.get('job_id')}",
                   "running": f"pid {rec.get('pid')} on {rec.get('host')}" + (
                       f", job {rec['job_id']}" if rec.get("job_id") else ""),
-                  "interrupted": "killed before it finished; re-run to resume",
+                  "interrupted": "its process ended without recording a result (killed, or the record could "
+                                 "not be written: disk full?); see its log, re-run to resume",
                   "blocked": "a dependency did not finish",
                   "pending": "waiting for " + ", ".join(d for d in stage.deps if state_of.get(d) != "done")
                   if any(state_of.get(d) != "done" for d in stage.deps) else "ready"}[state]

@@ -10,8 +10,8 @@ from harness import dataset as ds
 
 logger = logging.getLogger(__name__)
 
-PACKAGES = ("numpy", "scipy", "scikit-image", "pycocotools", "torch", "torchvision", "cellpose", "ultralytics",
-            "segment-anything", "segmentation-models-pytorch", "peft")
+PACKAGES = ("numpy", "scipy", "scikit-image", "pycocotools", "tifffile", "torch", "torchvision", "cellpose",
+            "ultralytics", "segment-anything", "segmentation-models-pytorch", "peft")
 
 
 def git_hash() -> str:

@@ -1,5 +1,7 @@
-"""Predictions on disk: COCO instances JSON with RLE masks and scores (+ optional label TIFFs).
+"""Predictions on disk: COCO instances JSON with RLE masks and scores (+ optional label TIFFs), and the readers.
 
+Readers: a COCO *results* JSON (a list of ``image_id, category_id, segmentation, score``; it needs the ground
+truth for image sizes and names) or a COCO *instances* JSON; plain, gzip-compressed or with a byte-order mark.
 A COCO *instances* file (images with file names and sizes, categories, annotations with ``score``) is
 self-describing, so `harness.data.load_coco` reads it back and ``c6bench evaluate`` accepts it; any external
 model's output in the same format is evaluated the same way. RLEs are encoded straight from each
@@ -9,14 +11,16 @@ instance's bounding-box crop: no full-image mask per instance.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.data import Instance, Sample
-from harness.io import write_json
+from harness.data import Instance, Sample, load_coco, parse_segmentation, read_json
+from harness.errors import DataError
+from harness.io import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +88,139 @@ def label_image(sample: Sample) -> np.ndarray:
 
 
 def write_label_tiffs(out_dir: Path, samples: Sequence[Sample]) -> list[Path]:
-    """One label TIFF per image (``<stem>.tif``; label k = k-th instance of the JSON, 0 = background)."""
+    """One label TIFF per image (``<Sample.name>.tif``; label k = k-th instance of the JSON, 0 = background)."""
     import tifffile
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths: dict[Path, Sample] = {}
     for sample in samples:
         path = out_dir / f"{sample.name}.tif"
-        tifffile.imwrite(path, label_image(sample), compression="zlib")
-        paths.append(path)
-    return paths
+        if path in paths:
+            raise DataError(f"{sample.image_path}: its label TIFF would be {path}, like that of "
+                            f"{paths[path].image_path}; rename one of the two images")
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(tmp, label_image(sample), compression="zlib", photometric="minisblack")
+        paths[path] = sample
+    return list(paths)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def rle_string_total(counts: str, where: str) -> int:
+    """Sum of the runs of a compressed COCO RLE string (``rleFrString``), or a DataError if it is malformed.
+
+    pycocotools decodes some malformed strings into garbage without complaint, so the run total is checked
+    against ``height × width`` before a predicted mask is trusted.
+    """
+    runs: list[int] = []
+    total, p, n = 0, 0, len(counts)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise DataError(f"{where}: compressed RLE 'counts' ends in the middle of a number")
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                raise DataError(f"{where}: compressed RLE 'counts' has an invalid character {counts[p]!r}")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            raise DataError(f"{where}: compressed RLE 'counts' decodes to a negative run length")
+        runs.append(x)
+        total += x
+    return total
+
+
+def check_rle(instance: Instance, where: str) -> None:
+    """A compressed RLE must cover exactly ``height × width`` pixels."""
+    rle = instance.rle
+    if rle is None or not isinstance(rle.get("counts"), str):
+        return
+    total = rle_string_total(rle["counts"], where)
+    if total != instance.height * instance.width:
+        raise DataError(
+            f"{where}: RLE runs cover {total} pixels but the image has {instance.height}x"
+            f"{instance.width} = {instance.height * instance.width}; the mask is corrupt or belongs "
+            "to another image size"
+        )
+
+
+def load_coco_results(path: Path | str, gt: Sequence[Sample], categories: Mapping[int, str],
+                      data: Any = None) -> list[Sample]:
+    """Read a COCO *results* JSON onto the ground truth's images (one prediction `Sample` per GT image).
+
+    Each entry needs ``image_id`` (an id of `gt`), ``category_id`` (a key of `categories`, the GT's
+    categories) and ``segmentation`` (RLE or polygons); ``score`` is optional. Box-only results are refused.
+    """
+    path = Path(path)
+    data = read_json(path, "prediction file") if data is None else data
+    if not isinstance(data, list):
+        raise DataError(f"{path}: a COCO results file is a JSON list of detections")
+    by_id = {s.image_id: s for s in gt}
+    per_image: dict[Any, list[Instance]] = {i: [] for i in by_id}
+    for k, entry in enumerate(data):
+        where = f"{path}: result {k}"
+        if not isinstance(entry, dict) or not {"image_id", "category_id"} <= entry.keys():
+            raise DataError(f"{where}: each result needs 'image_id', 'category_id' and 'segmentation'")
+        if "segmentation" not in entry:
+            raise DataError(f"{where}: no 'segmentation' (box-only results cannot be scored by mask IoU)")
+        sample = by_id.get(entry["image_id"])
+        if sample is None:
+            raise DataError(
+                f"{where}: image_id {entry['image_id']!r} is not an image of the ground truth "
+                f"(ids {sorted(by_id)[:10]}{' ...' if len(by_id) > 10 else ''})"
+            )
+        if entry["category_id"] not in categories:
+            raise DataError(
+                f"{where}: unknown category_id {entry['category_id']!r}; ground-truth category ids: "
+                f"{sorted(categories)}"
+            )
+        score = entry.get("score")
+        if score is not None and (not isinstance(score, (int, float)) or not math.isfinite(score)):
+            raise DataError(f"{where}: 'score' must be a finite number, got {score!r}")
+        geometry = parse_segmentation(entry["segmentation"], where, sample.height, sample.width)
+        inst = Instance(
+            category=categories[entry["category_id"]],
+            height=sample.height,
+            width=sample.width,
+            order=len(per_image[entry["image_id"]]),
+            score=None if score is None else float(score),
+            source=where,
+            **geometry,
+        )
+        check_rle(inst, where)
+        per_image[entry["image_id"]].append(inst)
+    if not data:
+        logger.warning("%s: an empty results list (no detection on any of the %d images): every image counts as "
+                       "predicting nothing", path, len(gt))
+    logger.info("%s: %d results on %d images", path, len(data), sum(bool(v) for v in per_image.values()))
+    return [s.with_instances(per_image[s.image_id]) for s in gt]
+
+
+def load_predictions(
+    path: Path | str, gt: Sequence[Sample], categories: Mapping[int, str]
+) -> tuple[list[Sample], set[str] | None]:
+    """Predictions from a COCO results JSON (a list) or a COCO instances JSON (an object).
+
+    Returns the samples and the category names the file declares (None for a results file, whose
+    category ids are the ground truth's).
+    """
+    path = Path(path)
+    data = read_json(path, "prediction file")
+    if isinstance(data, list):
+        return load_coco_results(path, gt, categories, data), None
+    samples, pred_categories = load_coco(path)
+    if not samples:
+        raise DataError(f"{path}: the prediction file lists no images ('images' is empty), so nothing can be "
+                        f"scored against the {len(gt)} ground-truth images")
+    for s in samples:
+        for inst in s.instances:
+            check_rle(inst, inst.source)
+    return samples, set(pred_categories.values())

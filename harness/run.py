@@ -9,9 +9,10 @@ trains with seed + k) and predicts with their ensemble; several zero-shot weight
 
 The plan is a list of :class:`Stage` (train → predict → evaluate → results) with explicit dependencies,
 so a launcher (``harness.launch``: in-process, worker processes, SLURM) can schedule them. Every stage is
-keyed by a hash of its resolved inputs (upstream keys included) and leaves a record under
-``stages/``; re-running with the same ``--out`` skips finished stages with the same key and recomputes
-the rest. Files are written to a temporary name and renamed, so a killed run never leaves half a file.
+keyed by what it reads (`harness.keys`: settings, data and weights file contents, the outputs of the
+stages it needs, its code) and leaves a record under ``stages/``; re-running with the same ``--out`` skips
+finished stages with the same key and recomputes the rest. Files are written to a temporary name and renamed,
+so a killed run never leaves half a file.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ import yaml
 
 import adapters
 from harness import dataset as ds
-from harness import integrity
+from harness import integrity, keys
+from harness.checks import check_bench_spec
 from harness.classes import Unit, merge_classes, pred_categories, training_samples, units_of
+from harness.concurrency import run_dir_lock, stage_lock
 from harness.config import ModelConfig, load_model_config
 from harness.data import Sample, load_coco
-from harness.errors import ConfigError, MissingWeightsError
+from harness.errors import C6BenchError, ConfigError, MissingWeightsError
 from harness.evaluate import evaluate
-from harness.io import write_json, write_text
+from harness.io import describe_os_error, write_json, write_json_or_overwrite, write_text
 from harness.manifest import git_hash, versions
 from harness.predictions import write_predictions
 
@@ -176,6 +179,7 @@ class Runner:
     """One model's bench: plans its stages, computes their keys, executes one stage at a time."""
 
     def __init__(self, spec: BenchSpec) -> None:
+        check_bench_spec(spec, MODES)
         self.spec = spec
         self.model_cfg: ModelConfig = load_model_config(spec.model, spec.profile, spec.config)
         self.cls = adapters.get(spec.model)
@@ -305,27 +309,47 @@ class Runner:
         return self._index[stage_id]
 
     def key(self, stage: Stage) -> str:
-        """Hash of everything a stage's output depends on: its own inputs and the keys of the stages it needs."""
+        """Hash of everything a stage's output depends on (`harness.keys`): its settings, the contents of the
+        files it reads, its code, and for each stage it needs that stage's key and its outputs' digests.
+
+        A key is remembered only once every stage it needs is done (their outputs are then part of it).
+        """
         if stage.id in self._keys:
             return self._keys[stage.id]
-        cfg = self.model_cfg.to_dict()
-        if stage.kind == "train":
+        upstream, settled = [], True
+        for dep in (self.stage(d) for d in stage.deps):
+            dep_key, rec = self.key(dep), self.record(dep)
+            done = rec.get("state") == "done" and rec.get("key") == dep_key
+            upstream.append([dep_key, keys.outputs_digest(self.run_dir, rec.get("outputs", {})) if done else None])
+            settled = settled and done and dep.id in self._keys
+        key = stage_key({"kind": stage.kind, **self._inputs(stage), "upstream": upstream,
+                         "code": keys.code_digest(stage.kind, self.spec.model)})
+        if settled:
+            self._keys[stage.id] = key
+        return key
+
+    def _inputs(self, stage: Stage) -> dict[str, Any]:
+        """A stage's own inputs, by content: settings it uses, digests of the data and weights files it reads."""
+        cfg, seed, unit = self.model_cfg, self.spec.seed, self.unit(stage.unit)
+        if stage.kind == "train":  # predict-only params do not change a training
             k, member = self._member(stage)
-            own = {"model": cfg, "init": self.finetune_init(member)[0], "unit": self.unit(stage.unit).train_as,
-                   "data": [self.data.train, self.data.valid, str(self.data.root)], "seed": self.spec.seed + k}
-        elif stage.kind == "predict":
-            names = self.zero_shot(self.unit(stage.unit))[0] if stage.mode == "zero_shot" else ()
-            weights = (names[0] if len(names) == 1 else list(names)) or None
-            own = {"model": cfg, "ref": stage.ref, "root": str(self.data.root), "mode": stage.mode,
-                   "weights": weights, "unit": self.unit(stage.unit).train_as, "seed": self.spec.seed}
-        elif stage.kind == "evaluate":
-            own = {"boundary": self.spec.boundary, "bootstrap": self.spec.bootstrap, "seed": self.spec.seed,
-                   "gt_modes": GT_MODES}
-        else:
-            own = {"config": self.resolved_config()}
-        upstream = [self.key(self.stage(d)) for d in stage.deps]
-        self._keys[stage.id] = stage_key({"kind": stage.kind, **own, "upstream": upstream})
-        return self._keys[stage.id]
+            init = self.finetune_init(member)[0]
+            params = {name: v for name, v in cfg.params.items() if name not in self.cls.predict_params}
+            return {"params": params, "schedule": cfg.train, "init": [init, keys.weights_digest(init)],
+                    "unit": unit.train_as, "seed": seed + k,
+                    "data": keys.data_digest(self.data, [self.data.train, self.data.valid])}
+        if stage.kind == "predict":
+            names = list(self.zero_shot(unit)[0]) if stage.mode == "zero_shot" else []
+            return {"params": cfg.params, "mode": stage.mode, "weights": [names, keys.weights_digest(names or None)],
+                    "unit": unit.train_as, "seed": seed,
+                    "data": keys.data_digest(self.data, [stage.ref], annotations=False)}
+        if stage.kind == "evaluate":
+            part = self.data.targets_of(stage.ref)
+            targets = {t: [list(part[t]), pred_categories(unit, t, self.data)] for t in unit.targets if t in part}
+            return {"boundary": self.spec.boundary, "bootstrap": self.spec.bootstrap, "seed": seed,
+                    "gt_modes": GT_MODES, "targets": targets, "merge_iou": cfg.merge_iou,
+                    "gt": keys.data_digest(self.data, [stage.ref], images=False)}
+        return {"config": self.resolved_config()}
 
     def record_path(self, stage: Stage) -> Path:
         return record_path(self.run_dir, stage.id)
@@ -347,12 +371,21 @@ class Runner:
                 and all((self.run_dir / p).exists() for p in rec.get("outputs", {}).values()))
 
     def _write_record(self, stage: Stage, **fields: Any) -> None:
-        write_json(self.record_path(stage), {"id": stage.id, "kind": stage.kind, **fields})
+        """Write a stage record; a failure is recorded even on a full disk (`harness.io.write_json_or_overwrite`)."""
+        payload = {"id": stage.id, "kind": stage.kind, **fields}
+        (write_json_or_overwrite if fields.get("state") == "failed" else write_json)(self.record_path(stage), payload)
 
     # ------------------------------------------------------------------ execution
 
     def execute(self, stage: Stage) -> None:
-        """Run one stage (its dependencies must be done), logging to ``logs/<stage>.log``; records its state."""
+        """Run one stage (its dependencies must be done), logging to ``logs/<stage>.log``; records its state.
+
+        The stage's lock is held meanwhile: another process asked to run it fails naming this one.
+        """
+        with stage_lock(self.record_path(stage), stage.id):
+            self._execute(stage)
+
+    def _execute(self, stage: Stage) -> None:
         key = self.key(stage)
         log = self.log_path(stage)
         base = {"key": key, "log": str(log), "host": platform.node(), "pid": os.getpid(),
@@ -368,9 +401,16 @@ class Runner:
             logger.info("stage %s: start (key %s)", stage.id, key)
             outputs = getattr(self, f"_stage_{stage.kind}")(stage)
         except BaseException as exc:
-            logger.exception("stage %s failed", stage.id)
-            self._write_record(stage, state="failed", error=f"{type(exc).__name__}: {exc}",
-                               seconds=round(time.perf_counter() - start, 2), **base)
+            error = (f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyboardInterrupt) else
+                     "interrupted (Ctrl-C, or the launcher that started it stopped); run the bench again to resume")
+            if isinstance(exc, OSError):
+                error = f"{type(exc).__name__}: {describe_os_error(exc)}"
+            if isinstance(exc, (C6BenchError, OSError, KeyboardInterrupt)):  # a message, not a bug: no traceback
+                logger.error("stage %s failed: %s", stage.id, error)
+            else:
+                logger.exception("stage %s failed", stage.id)
+            self._write_record(stage, state="failed", error=error, seconds=round(time.perf_counter() - start, 2),
+                               **base)
             raise
         finally:
             logging.getLogger().removeHandler(handler)
@@ -383,7 +423,8 @@ class Runner:
         """Execute the plan in this process (the ``local`` launcher with one worker); returns the run dir."""
         from harness.launch import Plan, run_local
 
-        run_local(Plan.create([self], self.run_dir), workers=1)
+        with run_dir_lock(self.run_dir):
+            run_local(Plan.create([self], self.run_dir), workers=1)
         return self.run_dir
 
     def _dependencies(self, stage: Stage, kind: str) -> list[dict[str, Any]]:

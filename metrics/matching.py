@@ -125,9 +125,18 @@ def iou_matrix(
         upper = np.divide(bound, denom, out=np.zeros(bound.size), where=denom > 0)
         possible = upper >= min_iou
         rows, cols, gb, pb, lo, hi, ga, pa = (a[possible] for a in (rows, cols, gb, pb, lo, hi, ga, pa))
+    inter = _intersections(g, p, rows, cols, gb, pb, lo, hi)
+    union = ga + pa - inter
+    iou[rows, cols] = np.divide(inter, union, out=np.zeros(rows.size), where=union > 0)
+    return iou
+
+
+def _intersections(g: InstanceSet, p: InstanceSet, rows: np.ndarray, cols: np.ndarray, gb: np.ndarray,
+                   pb: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Pixel counts of ``g[rows[k]] & p[cols[k]]`` over their box intersections ``[lo[k], hi[k])``."""
     g_off = np.concatenate([lo - gb[:, :2], hi - gb[:, :2]], axis=1).tolist()
     p_off = np.concatenate([lo - pb[:, :2], hi - pb[:, :2]], axis=1).tolist()
-    inter = np.fromiter(
+    return np.fromiter(
         (
             np.count_nonzero(g.crops[i][a0:a2, a1:a3] & p.crops[j][b0:b2, b1:b3])
             for i, j, (a0, a1, a2, a3), (b0, b1, b2, b3) in zip(
@@ -137,9 +146,24 @@ def iou_matrix(
         dtype=np.int64,
         count=rows.size,
     )
-    union = ga + pa - inter
-    iou[rows, cols] = np.divide(inter, union, out=np.zeros(rows.size), where=union > 0)
-    return iou
+
+
+def covered_fraction(pred: Sequence[Masked] | InstanceSet, regions: Sequence[Masked] | InstanceSet) -> np.ndarray:
+    """``n_pred × n_regions``: the fraction of each prediction's pixels inside each region (|p ∩ r| / |p|).
+
+    COCO's IoU against a crowd region (``iscrowd: 1``), where the region's own area does not count.
+    """
+    p, r = InstanceSet.of(pred, "predicted instance"), InstanceSet.of(regions, "crowd region")
+    out = np.zeros((len(p), len(r)), dtype=np.float64)
+    cols, rows = candidate_pairs(r.boxes, p.boxes)  # (region, prediction) pairs whose boxes intersect
+    if rows.size == 0:
+        return out
+    pb, rb = p.boxes[rows], r.boxes[cols]
+    lo, hi = np.maximum(pb[:, :2], rb[:, :2]), np.minimum(pb[:, 2:], rb[:, 2:])
+    inter = _intersections(p, r, rows, cols, pb, rb, lo, hi)
+    area = p.areas[rows]
+    out[rows, cols] = np.divide(inter, area, out=np.zeros(rows.size), where=area > 0)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- matching

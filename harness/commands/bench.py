@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
+
+from harness.commands._args import int_at_least, path_arg
+from harness.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,31 +27,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="model YAML to use instead of configs/models/<model>.yaml (repeatable; MODEL= "
                              "needed when several models run)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--targets", nargs="*", default=None, help="targets to run (default: all of the dataset)")
-    parser.add_argument("--modes", nargs="*", default=["zero_shot", "finetuned"], help="zero_shot and/or finetuned")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--targets", nargs="+", action="extend", default=None,
+                        help="targets to run (default: all of the dataset)")
+    parser.add_argument("--modes", nargs="+", action="extend", default=None,
+                        help="zero_shot and/or finetuned (default: both)")
+    parser.add_argument("--out", type=path_arg, default=None,
                         help="run dir (default runs/<time>_<model>); an existing one is resumed")
-    parser.add_argument("--resume", type=Path, default=None, help="resume this run dir (same as --out)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0 = off)")
-    parser.add_argument("--boundary", type=int, default=2, help="frame width for the boundary rule (0 = off)")
+    parser.add_argument("--resume", type=path_arg, default=None, help="resume this run dir (same as --out)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--bootstrap", type=int_at_least(0), default=1000,
+                        help="bootstrap resamples for 95%% intervals (0 = off)")
+    parser.add_argument("--boundary", type=int_at_least(0), default=2,
+                        help="frame width for the boundary rule (0 = off)")
     launch = parser.add_argument_group("launching (see README, 'Running on a cluster')")
     launch.add_argument("--launcher", choices=("local", "slurm"), default="local",
                         help="local: run here (default); slurm: one submitit job per stage with afterok dependencies")
-    launch.add_argument("--workers", type=int, default=1,
+    launch.add_argument("--workers", type=int_at_least(1), default=1,
                         help="local: parallel stage processes (one per visible GPU when there are GPUs)")
-    launch.add_argument("--threads", type=int, default=None,
+    launch.add_argument("--threads", type=int_at_least(1), default=None,
                         help="torch CPU threads per stage (default: all cores, or cores / workers); CPU results are "
                              "bit-identical across launchers for the same value")
-    launch.add_argument("--launcher-config", type=Path, default=None, help="slurm: launcher YAML (options below)")
+    launch.add_argument("--launcher-config", type=path_arg, default=None, help="slurm: launcher YAML (options below)")
     launch.add_argument("--partition", default=None)
     launch.add_argument("--account", default=None)
     launch.add_argument("--qos", default=None)
-    launch.add_argument("--time", dest="time_min", type=int, default=None, help="minutes per job")
-    launch.add_argument("--gpus", dest="gpus_per_node", type=int, default=None, help="GPUs per train/predict job")
-    launch.add_argument("--cpus", dest="cpus_per_task", type=int, default=None, help="CPUs per job")
+    launch.add_argument("--time", dest="time_min", type=int_at_least(1), default=None, help="minutes per job")
+    launch.add_argument("--gpus", dest="gpus_per_node", type=int_at_least(0), default=None, help="GPUs per train/predict job")
+    launch.add_argument("--cpus", dest="cpus_per_task", type=int_at_least(1), default=None, help="CPUs per job")
     launch.add_argument("--mem", dest="mem_gb", type=float, default=None, help="memory per job (GB)")
-    launch.add_argument("--array-parallelism", type=int, default=None,
+    launch.add_argument("--array-parallelism", type=int_at_least(1), default=None,
                         help="at most this many first-wave jobs of the array run at once")
     parser.set_defaults(func=run)
 
@@ -57,18 +65,30 @@ def run(args: argparse.Namespace) -> int:
 
     import adapters
     from harness import launch
+    from harness.concurrency import run_dir_lock
     from harness.dataset import REPO_ROOT
+    from harness.io import ensure_dir
     from harness.run import BenchSpec, Runner
 
-    models = adapters.names() if args.model == "all" else [m.strip() for m in args.model.split(",") if m.strip()]
+    models = adapters.names() if args.model == "all" else _models(args.model)
     configs = _configs(args.config, models)
-    root = args.resume or args.out or REPO_ROOT / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{args.model.replace(',', '+')}"
+    if args.resume and args.out and args.resume.resolve() != args.out.resolve():
+        raise ConfigError(f"--out {args.out} and --resume {args.resume} name different run dirs; give one")
+    root = args.resume or args.out or REPO_ROOT / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{'+'.join(models)}"
+    modes = args.modes or ["zero_shot", "finetuned"]
     runners = [Runner(BenchSpec(
-        model=m, data=args.data, profile=args.profile, device=args.device, targets=args.targets, modes=args.modes,
+        model=m, data=args.data, profile=args.profile, device=args.device, targets=args.targets, modes=modes,
         out=root if len(models) == 1 else root / m, seed=args.seed, bootstrap=args.bootstrap,
         boundary=args.boundary, config=configs.get(m), threads=args.threads,
     )) for m in models]
-    plan = launch.Plan.create(runners, root)
+    ensure_dir(root)
+    with run_dir_lock(root):  # a second bench on this --out fails here, before touching plan.json
+        return _launch(args, launch.Plan.create(runners, root), runners)
+
+
+def _launch(args: argparse.Namespace, plan: Any, runners: list[Any]) -> int:
+    from harness import launch
+
     if args.launcher == "slurm":
         options = launch.SlurmOptions.from_yaml(args.launcher_config) if args.launcher_config else launch.SlurmOptions()
         options = options.merged({k: getattr(args, k) for k in ("partition", "account", "qos", "time_min",
@@ -84,10 +104,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(text: str) -> list[str]:
+    """``--model a,b`` → names; empty names or one given twice are refused (nothing would run, or run twice)."""
+    names = [m.strip() for m in text.split(",")]
+    if not any(names) or "" in names:
+        raise ConfigError(f"--model {text!r}: give model names separated by commas (see `c6bench models`), or all")
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:
+        raise ConfigError(f"--model {text!r}: {', '.join(twice)} given twice")
+    return names
+
+
 def _configs(values: list[str], models: list[str]) -> dict[str, Path]:
     """``--config [MODEL=]YAML`` values → model → YAML (a bare path only when one model runs)."""
-    from harness.errors import ConfigError
-
     out: dict[str, Path] = {}
     for value in values:
         name, sep, path = value.partition("=")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.commands._args import int_at_least, path_arg
 from harness.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -29,14 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--data", default="auto", help="auto | sample | glioma_c6 | dataset YAML | folder")
     val.add_argument("--split", action="append", help="part/split to check (repeatable; default: all)")
     val.add_argument("--no-images", action="store_true", help="skip reading every image (faster)")
-    val.add_argument("--json", type=Path, help="also write the full report here")
+    val.add_argument("--json", type=path_arg, help="also write the full report here")
     val.set_defaults(func=run_validate)
 
     conv = actions.add_parser("convert", help="export priority-resolved label TIFFs or a YOLO-seg tree")
     src = conv.add_mutually_exclusive_group(required=True)
-    src.add_argument("--coco", type=Path, help="a COCO instances JSON")
+    src.add_argument("--coco", type=path_arg, help="a COCO instances JSON")
     src.add_argument("--data", help="auto | sample | glioma_c6 | dataset YAML | folder (with --split)")
-    conv.add_argument("--images", type=Path, help="image folder for --coco (default: next to the JSON)")
+    conv.add_argument("--images", type=path_arg, help="image folder for --coco (default: next to the JSON)")
     conv.add_argument(
         "--split",
         action="append",
@@ -50,18 +51,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="last",
         help="overlap rule for label maps (default last = annotation order)",
     )
-    conv.add_argument("--min-pixels", type=int, default=10, help="drop instances left smaller (default 10)")
+    conv.add_argument("--min-pixels", type=int_at_least(0), default=10, help="drop instances left smaller (default 10)")
     conv.add_argument("--categories", nargs="+", help="category names to keep (comma or space separated)")
     conv.add_argument("--target", help="with --data: keep a target's categories, renamed to the target")
-    conv.add_argument("--out", type=Path, required=True, help="output folder")
+    conv.add_argument("--out", type=path_arg, required=True, help="output folder")
     conv.set_defaults(func=run_convert)
 
     fetch = actions.add_parser(
         "fetch", help="download Glioma C6 (Zenodo 15083188) into data/glioma_c6 (network)"
     )
-    fetch.add_argument("--dest", type=Path, default=None, help="target folder (default data/glioma_c6)")
+    fetch.add_argument("--dest", type=path_arg, default=None, help="target folder (default data/glioma_c6)")
     fetch.add_argument("--url", default=None, help="archive URL (default: the Zenodo dataset.zip)")
-    fetch.add_argument("--zip", type=Path, default=None, help="use an already downloaded dataset.zip instead")
+    fetch.add_argument("--zip", type=path_arg, default=None, help="use an already downloaded dataset.zip instead")
     fetch.add_argument("--keep-zip", action="store_true", help="keep dataset.zip after unpacking")
     fetch.add_argument("--timeout", type=float, default=None, help="network timeout in seconds")
     fetch.set_defaults(func=run_fetch)
@@ -107,8 +108,9 @@ def run_validate(args: argparse.Namespace) -> int:
     report = validate(cfg, refs=args.split, check_images=not args.no_images)
     sys.stdout.write(format_report(report))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        from harness.io import write_text
+
+        write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 1 if report["problems"] else 0
 
 
@@ -195,6 +197,7 @@ def write_label_maps(samples: Sequence[Any], out: Path, rule: str, min_pixels: i
     from tqdm import tqdm
 
     from harness.convert import label_map
+    from harness.io import atomic_path
 
     out.mkdir(parents=True, exist_ok=True)
     images: dict[str, Any] = {}
@@ -204,8 +207,10 @@ def write_label_maps(samples: Sequence[Any], out: Path, rule: str, min_pixels: i
         dtype = np.uint16 if len(resolution.instances) <= np.iinfo(np.uint16).max else np.int32
         name = f"{sample.name}.tif"
         if name in images:
-            raise ConfigError(f"{sample.image_path}: two images share the stem {sample.name!r}")
-        tifffile.imwrite(out / name, labels.astype(dtype), compression="zlib")
+            raise ConfigError(f"{sample.image_path}: its label map would be {name}, like that of "
+                              f"{images[name]['image']}; rename one of the two images")
+        with atomic_path(out / name) as tmp:
+            tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib", photometric="minisblack")
         images[name] = {
             "image": str(sample.image_path),
             **resolution.summary(),
@@ -215,10 +220,11 @@ def write_label_maps(samples: Sequence[Any], out: Path, rule: str, min_pixels: i
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from harness.io import ensure_dir
+
     warnings: list[str] = []
     splits, classes = _from_coco(args, warnings) if args.coco else _from_data(args, warnings)
-    if args.min_pixels < 0:
-        raise ConfigError(f"--min-pixels must be >= 0, got {args.min_pixels}")
+    ensure_dir(args.out)
     if args.to == "yolo":
         from harness.convert import write_yolo_dataset
 
@@ -244,7 +250,9 @@ def run_convert(args: argparse.Namespace) -> int:
         "totals": {"images": len(images), **totals, "warnings": len(warnings)},
         "images": images,
     }
-    (args.out / "conversion.json").write_text(json.dumps(record, indent=2) + "\n")
+    from harness.io import write_text
+
+    write_text(args.out / "conversion.json", json.dumps(record, indent=2) + "\n")
     sys.stdout.write(
         f"{len(images)} label maps in {args.out} (rule {args.priority}, min_pixels {args.min_pixels}): "
         f"{totals['in']} instances in, {totals['kept']} kept, {totals['dropped']} dropped; "

@@ -10,21 +10,22 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
+
+from harness.commands._args import int_at_least, path_arg
 
 logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("evaluate", help="P/R/F1/AP of a prediction file against a COCO annotation file")
-    parser.add_argument("--gt", type=Path, required=True, help="ground truth: COCO instances JSON")
+    parser.add_argument("--gt", type=path_arg, required=True, help="ground truth: COCO instances JSON")
     parser.add_argument(
         "--pred",
-        type=Path,
+        type=path_arg,
         required=True,
         help="predictions: COCO results JSON (list) or COCO instances JSON",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, per_image.csv)")
+    parser.add_argument("--out", type=path_arg, required=True, help="output folder (metrics.json, per_image.csv)")
     parser.add_argument(
         "--thresholds",
         type=float,
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--boundary",
-        type=int,
+        type=int_at_least(0),
         default=2,
         metavar="PX",
         help="drop instances touching the outer frame this wide, GT and predictions separately "
@@ -50,32 +51,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--min-pixels",
-        type=int,
+        type=int_at_least(0),
         default=10,
         help="with --resolve-gt: resolved GT instances below this size are dropped (default 10)",
     )
     parser.add_argument(
         "--targets",
-        type=Path,
+        type=path_arg,
         default=None,
         metavar="DATASET_YAML",
         help="dataset YAML whose targets to use (default: each GT category is a target)",
     )
     parser.add_argument(
         "--bootstrap",
-        type=int,
+        type=int_at_least(0),
         default=0,
         metavar="N",
         help="95%% bootstrap intervals over images with N resamples (default 0 = off)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="bootstrap seed (default 0)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.data import load_coco
-    from harness.evaluate import evaluate, load_predictions, targets_for, write_outputs
+    from harness.evaluate import evaluate, targets_for, write_outputs
+    from harness.io import ensure_dir
+    from harness.predictions import load_predictions
 
+    ensure_dir(args.out)
     gt, categories = load_coco(args.gt)
     pred, pred_categories = load_predictions(args.pred, gt, categories)
     targets, pred_targets, skipped = targets_for(set(categories.values()), pred_categories, args.targets)

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.commands._args import path_arg
 from harness.dataset import REPO_ROOT
 from harness.errors import ConfigError
-from harness.io import write_text
+from harness.io import ensure_dir, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ BENCH_DIR = REPO_ROOT / "benchmarks"
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("perf", help="run the performance benchmarks and write perf.json")
-    parser.add_argument("--out", type=Path, default=Path("perf.json"), help="output JSON (default perf.json)")
+    parser.add_argument("--out", type=path_arg, default=Path("perf.json"), help="output JSON (default perf.json)")
     parser.add_argument("--only", nargs="*", default=None, help="areas to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     parser.set_defaults(func=run)
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    ensure_dir(Path(args.out).resolve().parent, "--out")
     paths = {path.stem.removeprefix("bench_"): path for path in sorted(BENCH_DIR.glob("bench_*.py"))}
     unknown = sorted(set(args.only or ()) - set(paths))
     if unknown:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
+
+from harness.commands._args import path_arg
 
 logger = logging.getLogger(__name__)
 
@@ -23,17 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "(default auto)")
     parser.add_argument("--split", action="append", default=None, metavar="PART/SPLIT",
                         help="splits to describe (repeatable; default: every split of the dataset)")
-    parser.add_argument("--run", type=Path, action="append", default=None, metavar="RUN_DIR",
+    parser.add_argument("--run", type=path_arg, action="append", default=None, metavar="RUN_DIR",
                         help="also draw the predictions of this run next to the ground truth (repeatable)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=path_arg, required=True, help="output folder")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from harness import report
     from harness.dataset import resolve_data
+    from harness.io import ensure_dir
 
     cfg = resolve_data(args.data)
+    ensure_dir(args.out)
     written = report.write_stats(cfg, args.out, splits=args.split, runs=args.run or [])
     sys.stdout.write("\n".join(str(p) for p in written) + "\n")
     return 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from harness.commands._args import path_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("status", help="show each stage of a run: pending, submitted, running, done, failed")
-    parser.add_argument("run_dir", type=Path, help="run dir written by `c6bench bench` (holds plan.json)")
+    parser.add_argument("run_dir", type=path_arg, help="run dir written by `c6bench bench` (holds plan.json)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)
 

@@ -47,11 +47,11 @@ def test_validate_reports_problems_exit_1(tmp_path: Path, capsys: pytest.Capture
 
     shutil.copytree(FIXTURE, tmp_path / "g")
     tifffile.imwrite(
-        tmp_path / "g" / "dataset" / "spec" / "valid" / "images" / "v1.tif", np.zeros((5, 5), np.uint8)
+        tmp_path / "g" / "dataset" / "spec" / "valid" / "images" / "v1.tif", np.zeros((16, 16), np.uint8)
     )
     assert main(["data", "validate", "--data", str(tmp_path / "g"), "--json", str(tmp_path / "r.json")]) == 1
     out = capsys.readouterr().out
-    assert "problems: 1" in out and "v1.tif: image is 5x5 (WxH) but the annotations say 64x48" in out
+    assert "problems: 1" in out and "v1.tif: image is 16x16 (WxH) but the annotations say 64x48" in out
     assert "warnings: 1" in out and "image id 22 ('s2.tif') has no annotations" in out
     assert json.loads((tmp_path / "r.json").read_text())["problems"] == 1
 

@@ -18,14 +18,8 @@ from pycocotools import mask as mask_utils
 from harness.data import Instance, Sample, load_coco
 from harness.dataset import CONFIG_DIR, load_dataset_config, load_split
 from harness.errors import ConfigError, DataError
-from harness.evaluate import (
-    evaluate,
-    load_coco_results,
-    load_predictions,
-    rle_string_total,
-    targets_for,
-    write_outputs,
-)
+from harness.evaluate import evaluate, targets_for, write_outputs
+from harness.predictions import load_coco_results, load_predictions, rle_string_total
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_TEST = REPO / "data" / "sample" / "spec" / "test" / "annotations.coco.json"

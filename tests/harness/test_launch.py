@@ -87,15 +87,16 @@ def test_parallel_workers_report_a_failed_stage_then_resume_to_the_sequential_re
                                                                                       tmp_path: Path) -> None:
     env = _env(tmp_path)
     broken = tmp_path / "cellpose_broken.yaml"
-    broken.write_text(TINY.read_text().replace("bsize: 64", "bsize: 60"))  # cellpose refuses it in train()
+    # a failure only training can find (a bad value would be refused before any stage): no image has 1000 cells
+    broken.write_text(TINY.read_text().replace("min_train_masks: 1,", "min_train_masks: 1000,"))
     out = tmp_path / "run"
     args = [a if a != f"cellpose={TINY}" else f"cellpose={broken}" for a in MATRIX]
     failed = _c6bench(env, "bench", *args, "--out", str(out), "--workers", "2", check=False)
     assert failed.returncode == 2
-    assert "cellpose/train/cells: failed" in failed.stderr and "bsize must be a multiple of 16" in failed.stderr
+    assert "cellpose/train/cells: failed" in failed.stderr and "no image has at least 1000" in failed.stderr
     assert "cellpose/results: blocked — a dependency failed" in failed.stderr
     log = out / "cellpose" / "logs" / "train__cells.log"
-    assert f"(log: {log})" in failed.stderr and "bsize must be a multiple of 16" in log.read_text()
+    assert f"(log: {log})" in failed.stderr and "no image has at least 1000" in log.read_text()
     status = _c6bench(env, "status", str(out), "--json")
     states = {r["stage"]: r["state"] for r in json.loads(status.stdout)}
     assert states == {"classical/train/cells": "done", "classical/predict/finetuned/cells/spec_test": "done",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import subprocess
@@ -17,6 +18,7 @@ from PIL import Image
 from harness import report
 from harness.data import Instance, load_coco
 from harness.errors import DataError
+from harness.io import write_json, write_text
 
 SUBSET = "spec/test"
 DATASETS = Path(__file__).resolve().parents[2] / "configs" / "datasets"
@@ -62,11 +64,11 @@ def make_run(
     run = root / name
     pred_dir = run / "predictions" / "zero_shot" / "cells" / "spec"
     pred_dir.mkdir(parents=True)
-    (pred_dir / "test.json").write_text(json.dumps(_rle_annotations(gt, keep)))
+    write_json(pred_dir / "test.json", _rle_annotations(gt, keep))  # run files: written as the harness writes
     pred, _ = load_coco(pred_dir / "test.json")
     data = {"name": "sample", "root": str(sample_dir), "config": str(DATASETS / "sample.yaml")}  # as run.py writes
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "data": data, "profile": "quick"}))
-    (run / "manifest.json").write_text(json.dumps({"model": model, "device": "cpu", "git_hash": "abc"}))
+    write_text(run / "config.yaml", yaml.safe_dump({"model": model, "data": data, "profile": "quick"}))
+    write_json(run / "manifest.json", {"model": model, "device": "cpu", "git_hash": "abc"})
     metrics, per_image = {}, []
     for gt_mode, rule in _gt_modes():
         ev = evaluate(gt, pred, {"cells": ["cell"]}, {"cells": ["cells"]}, resolve_gt=rule,
@@ -81,11 +83,12 @@ def make_run(
         {"model": model, "mode": "finetuned", "target": "cells", "subset": SUBSET, "status": "skipped",
          "reason": "weights cyto3 not found", "init": "", "profile": "quick"},
     ]
-    (run / "results.json").write_text(json.dumps({"rows": rows}))
-    with (run / "per_image.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(per_image[0]))
-        writer.writeheader()
-        writer.writerows(per_image)
+    write_json(run / "results.json", {"rows": rows})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(per_image[0]))
+    writer.writeheader()
+    writer.writerows(per_image)
+    write_text(run / "per_image.csv", buffer.getvalue())
     return run
 
 
@@ -239,6 +242,6 @@ def test_report_scores_against_the_data_the_run_read(tmp_path: Path, sample_dir:
     run = make_run(tmp_path, "20260101-000002_copy", "copy", 0, copy)
     cfg = report.run_dataset(report.load_run(run))
     assert (cfg.name, cfg.root) == ("sample", copy.resolve())
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": "copy", "data": "sample"}))  # no root recorded
+    write_text(run / "config.yaml", yaml.safe_dump({"model": "copy", "data": "sample"}))  # no root recorded
     with pytest.raises(DataError, match=r"config.yaml does not say which dataset \(data.config, data.root\)"):
         report.run_dataset(report.load_run(run))
