@@ -330,6 +330,8 @@ class Runner:
 
     def _inputs(self, stage: Stage) -> dict[str, Any]:
         """A stage's own inputs, by content: settings it uses, digests of the data and weights files it reads."""
+        if stage.kind == "results":
+            return {"config": self.resolved_config()}
         cfg, seed, unit = self.model_cfg, self.spec.seed, self.unit(stage.unit)
         if stage.kind == "train":  # predict-only params do not change a training
             k, member = self._member(stage)
@@ -343,13 +345,11 @@ class Runner:
             return {"params": cfg.params, "mode": stage.mode, "weights": [names, keys.weights_digest(names or None)],
                     "unit": unit.train_as, "seed": seed,
                     "data": keys.data_digest(self.data, [stage.ref], annotations=False)}
-        if stage.kind == "evaluate":
-            part = self.data.targets_of(stage.ref)
-            targets = {t: [list(part[t]), pred_categories(unit, t, self.data)] for t in unit.targets if t in part}
-            return {"boundary": self.spec.boundary, "bootstrap": self.spec.bootstrap, "seed": seed,
-                    "gt_modes": GT_MODES, "targets": targets, "merge_iou": cfg.merge_iou,
-                    "gt": keys.data_digest(self.data, [stage.ref], images=False)}
-        return {"config": self.resolved_config()}
+        part = self.data.targets_of(stage.ref)  # evaluate
+        targets = {t: [list(part[t]), pred_categories(unit, t, self.data)] for t in unit.targets if t in part}
+        return {"boundary": self.spec.boundary, "bootstrap": self.spec.bootstrap, "seed": seed, "gt_modes": GT_MODES,
+                "targets": targets, "merge_iou": cfg.merge_iou,
+                "gt": keys.data_digest(self.data, [stage.ref], images=False)}
 
     def record_path(self, stage: Stage) -> Path:
         return record_path(self.run_dir, stage.id)

@@ -168,8 +168,7 @@ ALLOWED = {  # (file, line fragment): writers that are not result files, or alre
     ("harness/io.py", ""),  # the atomic writer itself (and its in-place fallback for a full disk)
     ("harness/concurrency.py", 'path.open("a+")'),  # a lock file keeps its inode: never replaced
     ("harness/launch.py", 'out.open("w")'),  # a worker's console stream (a log), not a result
-    ("harness/weights.py", 'partial.open("wb")'),  # resumable download into .part, renamed when verified
-    ("harness/fetch.py", "part.open("),  # the same for the dataset archive
+    ("harness/download.py", "part.open("),  # resumable download into .part, renamed once verified
     ("adapters/cellseg1.py", "self.save("),  # the adapter's own saver, which writes through atomic_path
 }
 
