@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import time
 import urllib.request
 from pathlib import Path
 
@@ -126,6 +128,7 @@ def test_md5_and_sha256_digests_are_cached_and_computed_in_one_read(tmp_path: Pa
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(PAYLOAD)
+    os.utime(path, (time.time() - 3600, time.time() - 3600))  # a file modified seconds ago is never remembered
     reads: list[tuple[str, ...]] = []
     real = digest.hash_file
     monkeypatch.setattr(digest, "hash_file", lambda p, algorithms=digest.ALGORITHMS: reads.append(
