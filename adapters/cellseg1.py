@@ -144,7 +144,8 @@ class CellSeg1Adapter(Adapter):
     limits = {"image_size": ">= 16 and multiple of 16", "lora_rank": ">= 1", "lora_dropout": "in [0, 1)",
               "points_per_side": ">= 1", "points_per_batch": ">= 1", "crop_n_layers": ">= 0", "min_pixels": ">= 0",
               "epochs": ">= 1", "learning_rate": "> 0", "batch_size": ">= 1", "grad_accumulation": ">= 1",
-              "samples_per_epoch": ">= 1", "threshold_grid": "non-empty and in [0, 1]", "balanced_fraction": "in [0, 1]"}
+              "duplicate_data": ">= 1", "threshold_grid": "non-empty and in [0, 1]", "crop_layers_grid": "non-empty and >= 0",
+              "balanced_fraction": "in [0, 1]", "max_steps": ">= 1"}
     weights = (
         _sam_spec("sam_vit_b", "sam_vit_b_01ec64.pth", "ViT-B, 375,042,383 bytes"),
         _sam_spec("sam_vit_l", "sam_vit_l_0b3195.pth", "ViT-L, 1,249,524,607 bytes"),

@@ -341,8 +341,10 @@ class Runner:
                     "unit": unit.train_as, "seed": seed + k,
                     "data": keys.data_digest(self.data, [self.data.train, self.data.valid])}
         if stage.kind == "predict":
-            names = list(self.zero_shot(unit)[0]) if stage.mode == "zero_shot" else []
-            return {"params": cfg.params, "mode": stage.mode, "weights": [names, keys.weights_digest(names or None)],
+            zero = stage.mode == "zero_shot"
+            names = list(self.zero_shot(unit)[0]) if zero else []
+            params = {**cfg.params, **cfg.zero_shot_params} if zero else cfg.params  # what _stage_predict builds
+            return {"params": params, "mode": stage.mode, "weights": [names, keys.weights_digest(names or None)],
                     "unit": unit.train_as, "seed": seed,
                     "data": keys.data_digest(self.data, [stage.ref], annotations=False)}
         part = self.data.targets_of(stage.ref)  # evaluate
