@@ -133,6 +133,35 @@ class Adapter(abc.ABC):
         check_keys(cls.train, schedule, f"training schedule of model '{cls.name}'", skip=4)
         check_values(cls.train, schedule, cls.limits, where or f"training schedule of model '{cls.name}'", skip=4)
 
+    # ------------------------------------------------------------------ rehearsal (``c6bench bench --rehearse N``)
+
+    @classmethod
+    def rehearsal_schedule(cls, schedule: dict[str, Any], steps: int) -> dict[str, Any]:
+        """`schedule` cut to `steps` optimiser steps, everything else (batch, crop size, LR) as configured.
+
+        A rehearsal runs a profile's real recipe in minutes, so a broken stage shows before a GPU-day is spent.
+        Only the adapter knows what one optimiser step is for its trainer; the harness cuts every split to its
+        first image, so each implementation may assume a one-image training split.
+        """
+        raise ConfigError(f"model '{cls.name}' cannot be rehearsed: its adapter does not define "
+                          "rehearsal_schedule(schedule, steps) (see adapters/base.py)")
+
+    @classmethod
+    def schedule_size(cls, schedule: dict[str, Any], n_train: int) -> tuple[int, int]:
+        """``(optimiser steps, training samples drawn)`` of `schedule` on `n_train` training images.
+
+        Samples are what one forward pass sees per item (a crop, a tile, an image); `make gpu-check` scales
+        the rehearsal's measured seconds per sample to the full schedule with it.
+        """
+        raise ConfigError(f"model '{cls.name}' does not define schedule_size(schedule, n_train) "
+                          "(see adapters/base.py)")
+
+    @classmethod
+    def full_schedule(cls, schedule: dict[str, Any]) -> dict[str, Any]:
+        """`schedule` with `train`'s defaults filled in for the keys it leaves out."""
+        params = list(inspect.signature(cls.train).parameters.values())[4:]
+        return {**{p.name: p.default for p in params if p.default is not p.empty}, **schedule}
+
 
 def check_keys(func: Any, given: dict[str, Any], what: str, skip: int = 1) -> None:
     """Raise `ConfigError` naming the unknown keys and the allowed ones (taken from `func`'s signature)."""

@@ -206,6 +206,23 @@ class CellposeAdapter(Adapter):
 
     # ------------------------------------------------------------------ train
 
+    @classmethod
+    def rehearsal_schedule(cls, schedule: dict[str, Any], steps: int) -> dict[str, Any]:
+        """`steps` optimiser steps that move the weights, at the configured batch and crop size.
+
+        ``train_seg`` ramps the LR linearly from 0 over its first 10 epochs, so epoch 0 runs at LR 0 and changes
+        nothing. The rehearsal runs ``steps + 1`` epochs of one batch each (``nimg_per_epoch = batch_size``,
+        images drawn with replacement): steps + 1 optimiser calls, the first at LR 0, then the ramp's lr/9, 2·lr/9…
+        """
+        return {**schedule, "epochs": steps + 1, "nimg_per_epoch": int(cls.full_schedule(schedule)["batch_size"])}
+
+    @classmethod
+    def schedule_size(cls, schedule: dict[str, Any], n_train: int) -> tuple[int, int]:
+        """Steps after epoch 0 (LR 0); samples = 224-px crops of every epoch (``nimg_per_epoch`` or all images)."""
+        full = cls.full_schedule(schedule)
+        per_epoch = int(full["nimg_per_epoch"] or n_train)
+        return (full["epochs"] - 1) * -(-per_epoch // full["batch_size"]), full["epochs"] * per_epoch
+
     def train(
         self,
         train_samples: Sequence[Sample],

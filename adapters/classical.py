@@ -78,6 +78,20 @@ class ClassicalAdapter(Adapter):
 
     # ------------------------------------------------------------------ contract
 
+    @classmethod
+    def rehearsal_schedule(cls, schedule: dict[str, Any], steps: int) -> dict[str, Any]:
+        """The grid's first `steps` settings (at most): the first threshold scale × the first `steps` distances."""
+        full = cls.full_schedule(schedule)
+        return {**schedule, "threshold_scales": list(full["threshold_scales"])[:1],
+                "min_distances": list(full["min_distances"])[:steps]}
+
+    @classmethod
+    def schedule_size(cls, schedule: dict[str, Any], n_train: int) -> tuple[int, int]:
+        """A "step" is one grid setting, scored on every training image."""
+        full = cls.full_schedule(schedule)
+        settings = len(full["threshold_scales"]) * len(full["min_distances"])
+        return settings, settings * n_train
+
     def train(
         self,
         train_samples: Sequence[Any],

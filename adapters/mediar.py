@@ -587,6 +587,21 @@ class MediarAdapter(Adapter):
 
     # ------------------------------------------------------------------ train
 
+    @classmethod
+    def rehearsal_schedule(cls, schedule: dict[str, Any], steps: int) -> dict[str, Any]:
+        """`steps` epochs of one optimiser step (``crops_per_epoch = batch_size`` on a one-image split); the cosine
+        keeps its configured period, so the rehearsal's LRs are the real schedule's first ones."""
+        full = cls.full_schedule(schedule)
+        return {**schedule, "epochs": steps, "crops_per_epoch": int(full["batch_size"]),
+                "t_max": full["t_max"] or full["epochs"]}
+
+    @classmethod
+    def schedule_size(cls, schedule: dict[str, Any], n_train: int) -> tuple[int, int]:
+        """An epoch draws ``max(n_train, crops_per_epoch)`` crops in batches of ``batch_size``."""
+        full = cls.full_schedule(schedule)
+        crops = max(n_train, full["crops_per_epoch"])
+        return full["epochs"] * math.ceil(crops / full["batch_size"]), full["epochs"] * crops
+
     def train(
         self,
         train_samples: Sequence[Sample],

@@ -257,6 +257,24 @@ class YoloAdapter(Adapter):
 
     # ------------------------------------------------------------------ training
 
+    @classmethod
+    def rehearsal_schedule(cls, schedule: dict[str, Any], steps: int) -> dict[str, Any]:
+        """`steps` epochs with an optimiser step on every batch: ``nbs = batch`` (ultralytics otherwise accumulates
+        gradients up to ``nbs`` = 64 images; weight decay, scaled by batch x accumulate / nbs, is unchanged).
+        Ultralytics caps the batch at the dataset size, so on the one-image split each step sees one mosaic image.
+        ``close_mosaic`` becomes ``steps // 2``: the last epochs run without mosaic, as the real schedule's do."""
+        full = cls.full_schedule(schedule)
+        return {**schedule, "epochs": steps, "nbs": int(full["batch"]),
+                "close_mosaic": min(int(full["close_mosaic"]), steps // 2)}
+
+    @classmethod
+    def schedule_size(cls, schedule: dict[str, Any], n_train: int) -> tuple[int, int]:
+        """Nominal steps (one per ``nbs / batch`` batches; the warm-up's shorter accumulation is not counted)."""
+        full = cls.full_schedule(schedule)
+        batches = full["epochs"] * math.ceil(n_train / min(full["batch"], n_train))
+        accumulate = min(max(round(full["nbs"] / full["batch"]), 1), batches)
+        return math.ceil(batches / accumulate), full["epochs"] * n_train
+
     def train(
         self,
         train_samples: Sequence[Sample],

@@ -848,7 +848,8 @@ def parse_results(results: Any, run_dir: Path) -> list[ResultRow]:
         rows.append(ResultRow(
             run=run_dir.name, model=str(raw["model"]), mode=str(raw["mode"]), target=str(raw["target"]),
             subset=str(raw["subset"]), status=str(raw["status"]), reason=str(raw.get("reason") or ""),
-            init=str(raw.get("init") or ""), profile=str(raw.get("profile") or ""),
+            init=str(raw.get("init") or ""),
+            profile=str(raw.get("profile") or "") + (" (REHEARSAL)" if raw.get("rehearsal") else ""),
             n_images=None if n_images is None else int(n_images), scores=scores, ci=ci,
         ))
     return rows
@@ -1093,7 +1094,11 @@ def generate_report(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs = [load_run(p) for p in tqdm(find_run_dirs(paths), desc="reading runs", unit="run")]
+    from harness.rehearsal import select_runs
+
+    named = [Path(p).resolve() for p in paths if (Path(p) / "results.json").is_file()]
+    chosen = select_runs(named, [p for p in find_run_dirs(paths) if p not in named])  # never rehearsal + real
+    runs = [load_run(p) for p in tqdm(chosen, desc="reading runs", unit="run")]
     all_rows = [row for run in runs for row in run.rows]
     missing = missing_lines(all_rows)
     written: list[Path] = []

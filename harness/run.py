@@ -36,7 +36,7 @@ import yaml
 
 import adapters
 from harness import dataset as ds
-from harness import integrity, keys
+from harness import integrity, keys, rehearsal
 from harness.checks import check_bench_spec
 from harness.classes import Unit, merge_classes, pred_categories, training_samples, units_of
 from harness.concurrency import run_dir_lock, stage_lock
@@ -70,6 +70,7 @@ class BenchSpec:
     boundary: int = 2
     config: Path | None = None  # a model YAML to use instead of configs/models/<model>.yaml
     threads: int | None = None  # torch CPU threads per stage; CPU results are bit-identical for the same value
+    rehearse: int | None = None  # optimiser steps of a rehearsal (`harness.rehearsal`); None = a real run
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in ``plan.json`` so any process or cluster job can rebuild the runner)."""
@@ -77,7 +78,7 @@ class BenchSpec:
                 "targets": list(self.targets) if self.targets else None, "modes": list(self.modes),
                 "out": str(self.out) if self.out else None, "seed": self.seed, "bootstrap": self.bootstrap,
                 "boundary": self.boundary, "config": str(self.config) if self.config else None,
-                "threads": self.threads}
+                "threads": self.threads, "rehearse": self.rehearse}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> BenchSpec:
@@ -183,6 +184,9 @@ class Runner:
         self.spec = spec
         self.model_cfg: ModelConfig = load_model_config(spec.model, spec.profile, spec.config)
         self.cls = adapters.get(spec.model)
+        self.rehearse = rehearsal.check_steps(spec.rehearse) if spec.rehearse is not None else None
+        if self.rehearse:
+            self.model_cfg = rehearsal.rehearsal_config(self.model_cfg, self.cls, self.rehearse)
         self.data = ds.resolve_data(spec.data)
         train_targets = self.data.targets_of(self.data.train)
         wanted = list(spec.targets) if spec.targets else list(train_targets)
@@ -196,7 +200,8 @@ class Runner:
             raise ConfigError(f"unknown mode(s) {', '.join(bad_modes)}; available: {', '.join(MODES)}")
         self.device = resolve_device(spec.device)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.run_dir = (Path(spec.out) if spec.out else ds.REPO_ROOT / "runs" / f"{stamp}_{spec.model}").resolve()
+        name = f"{stamp}_{spec.model}" + ("-rehearsal" if self.rehearse else "")
+        self.run_dir = (Path(spec.out) if spec.out else ds.REPO_ROOT / "runs" / name).resolve()
         self.units = units_of(self.cls, self.data, self.targets, self.model_cfg)
         self._splits: dict[str, list[Sample]] = {}
         self._index: dict[str, Stage] | None = None
@@ -206,7 +211,8 @@ class Runner:
 
     def split(self, ref: str) -> list[Sample]:
         if ref not in self._splits:
-            self._splits[ref] = ds.load_split(self.data, ref)
+            samples = ds.load_split(self.data, ref)
+            self._splits[ref] = rehearsal.first_images(samples, ref) if self.rehearse else samples
         return self._splits[ref]
 
     def resolved_config(self) -> dict[str, Any]:
@@ -219,6 +225,7 @@ class Runner:
             "device": self.device,
             "seed": self.spec.seed,
             "profile": self.spec.profile,
+            "rehearsal": rehearsal.summary(self.rehearse),
             "evaluation": {"boundary": self.spec.boundary, "thresholds": [0.5, 0.75, 0.9],
                            "gt_modes": GT_MODES, "bootstrap": self.spec.bootstrap},
         }
@@ -322,7 +329,10 @@ class Runner:
             done = rec.get("state") == "done" and rec.get("key") == dep_key
             upstream.append([dep_key, keys.outputs_digest(self.run_dir, rec.get("outputs", {})) if done else None])
             settled = settled and done and dep.id in self._keys
-        key = stage_key({"kind": stage.kind, **self._inputs(stage), "upstream": upstream,
+        inputs = self._inputs(stage)
+        if self.rehearse:  # a rehearsal never reuses a real stage, nor the reverse
+            inputs["rehearse"] = self.rehearse
+        key = stage_key({"kind": stage.kind, **inputs, "upstream": upstream,
                          "code": keys.code_digest(stage.kind, self.spec.model)})
         if settled:
             self._keys[stage.id] = key
@@ -603,7 +613,8 @@ class Runner:
     def _row(self, mode: str, target: str, ref: str, status: str, reason: str, init: str,
              metrics: dict[str, Any] | None = None, n_images: int | None = None) -> dict[str, Any]:
         return {"model": self.spec.model, "mode": mode, "target": target, "subset": ref, "status": status,
-                "reason": reason, "init": init, "profile": self.spec.profile, "n_images": n_images,
+                "reason": reason, "init": init, "profile": self.spec.profile, "rehearsal": bool(self.rehearse),
+                "n_images": n_images,
                 "metrics": metrics or {}}
 
     def _skip(self, mode: str, unit: Unit, reason: str, init: str) -> list[dict[str, Any]]:
@@ -616,13 +627,15 @@ class Runner:
                        seconds: dict[str, float]) -> None:
         manifest = {"model": self.spec.model, "profile": self.spec.profile, "device": self.device,
                     "seed": self.spec.seed, "threads": self.spec.threads, "git": git_hash(), "versions": versions(),
-                    "data": self.data.name, "wall_seconds": seconds, "weights": self.weights_used(),
+                    "data": self.data.name, "rehearsal": rehearsal.summary(self.rehearse), "wall_seconds": seconds,
+                    "weights": self.weights_used(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(self.run_dir / "manifest.json", manifest)
         write_json(self.run_dir / "results.json", {"model": self.spec.model, "profile": self.spec.profile,
-                                                          "data": self.data.name, "rows": rows})
+                                                   "data": self.data.name,
+                                                   "rehearsal": rehearsal.summary(self.rehearse), "rows": rows})
         write_text(self.run_dir / "results.csv", results_csv(rows))
-        write_text(self.run_dir / "results.md", results_markdown(rows))
+        write_text(self.run_dir / "results.md", results_markdown(rows, rehearse=self.rehearse))
         write_text(self.run_dir / "per_image.csv", _csv(per_image))
 
 
@@ -646,8 +659,9 @@ def flat_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat record per result row: identity columns + the six scores for each GT mode (fractions)."""
     out = []
     for row in rows:
-        flat = {k: row[k] for k in ("model", "mode", "target", "subset", "status", "reason", "init", "profile",
-                                    "n_images")}
+        flat = {k: row[k] for k in ("model", "mode", "target", "subset", "status", "reason", "init", "profile")}
+        flat["rehearsal"] = bool(row.get("rehearsal"))
+        flat["n_images"] = row["n_images"]
         for gt_mode in GT_MODES:
             pooled = row["metrics"].get(gt_mode, {}).get("pooled", {})
             for name, threshold, key in COLUMNS:
@@ -671,9 +685,9 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
     return _csv(flat_rows(rows))
 
 
-def results_markdown(rows: Sequence[dict[str, Any]]) -> str:
+def results_markdown(rows: Sequence[dict[str, Any]], rehearse: int | None = None) -> str:
     """``results.md``: the paper's Table 2 (overlapping GT) and Table 4 (priority-resolved GT), in percent."""
-    lines = []
+    lines = [rehearsal.banner(rehearse)] if rehearse else []
     for gt_mode, title in (("overlap", "Table 2 — overlapping ground truth"),
                            ("resolved", "Table 4 — priority-resolved ground truth (rule: last)")):
         lines += [f"### {title}", "",

@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="bootstrap resamples for 95%% intervals (0 = off)")
     parser.add_argument("--boundary", type=int_at_least(0), default=2,
                         help="frame width for the boundary rule (0 = off)")
+    parser.add_argument("--rehearse", nargs="?", const=2, default=None, type=_steps, metavar="N",
+                        help="rehearsal: the profile's real recipe with every schedule cut to N optimiser steps "
+                             "(default 2) and every split to its first image; rows are marked, never mixed with "
+                             "real ones")
     launch = parser.add_argument_group("launching (see README, 'Running on a cluster')")
     launch.add_argument("--launcher", choices=("local", "slurm"), default="local",
                         help="local: run here (default); slurm: one submitit job per stage with afterok dependencies")
@@ -74,12 +78,13 @@ def run(args: argparse.Namespace) -> int:
     configs = _configs(args.config, models)
     if args.resume and args.out and args.resume.resolve() != args.out.resolve():
         raise ConfigError(f"--out {args.out} and --resume {args.resume} name different run dirs; give one")
-    root = args.resume or args.out or REPO_ROOT / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}_{'+'.join(models)}"
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}_{'+'.join(models)}" + ("-rehearsal" if args.rehearse else "")
+    root = args.resume or args.out or REPO_ROOT / "runs" / name
     modes = args.modes or ["zero_shot", "finetuned"]
     runners = [Runner(BenchSpec(
         model=m, data=args.data, profile=args.profile, device=args.device, targets=args.targets, modes=modes,
         out=root if len(models) == 1 else root / m, seed=args.seed, bootstrap=args.bootstrap,
-        boundary=args.boundary, config=configs.get(m), threads=args.threads,
+        boundary=args.boundary, config=configs.get(m), threads=args.threads, rehearse=args.rehearse,
     )) for m in models]
     ensure_dir(root)
     with run_dir_lock(root):  # a second bench on this --out fails here, before touching plan.json
@@ -113,6 +118,16 @@ def _models(text: str) -> list[str]:
     if twice:
         raise ConfigError(f"--model {text!r}: {', '.join(twice)} given twice")
     return names
+
+
+def _steps(value: str) -> int:
+    """``--rehearse N``: an integer >= 1, refused by argparse before anything runs."""
+    from harness.rehearsal import check_steps
+
+    try:
+        return check_steps(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--rehearse ")) from None
 
 
 def _configs(values: list[str], models: list[str]) -> dict[str, Path]:
