@@ -3,6 +3,9 @@ PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+# MEDIAR's pinned smp 0.3.3 (and what it imports) beside the venv, for the released-layout weights fixtures only
+FIXENV  := .envs/fixtures
+FIXSTAMP := $(FIXENV)/.installed
 
 MODEL   ?= cellpose
 DATA    ?= auto
@@ -11,7 +14,7 @@ DEVICE  ?= auto
 RUNS    ?= runs
 ARGS    ?=
 
-.PHONY: setup test test-all bench report perf lock clean
+.PHONY: setup fixtures-env test test-all bench report perf gpu-check lock clean
 
 setup: $(STAMP)
 
@@ -21,10 +24,17 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: setup
+fixtures-env: $(FIXSTAMP)
+
+$(FIXSTAMP): tests/fixtures/requirements-fixtures.txt $(STAMP)
+	rm -rf $(FIXENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target $(FIXENV) -r tests/fixtures/requirements-fixtures.txt
+	touch $(FIXSTAMP)
+
+test: setup fixtures-env
 	$(PY) -m pytest -q
 
-test-all: setup  ## heavy tests too (they skip with a reason when weights/GPU are absent)
+test-all: setup fixtures-env  ## heavy tests too (they skip with a reason when weights/GPU are absent)
 	$(PY) -m pytest -q -m ""
 
 bench: setup
@@ -36,8 +46,11 @@ report: setup
 perf: setup
 	$(PY) -m harness perf --out perf.json $(ARGS)
 
+gpu-check: setup  ## the paper rehearsal of every model at 2592x1944 on CUDA (or CPU): s/step, s/image, peak memory
+	$(PY) benchmarks/gpu_check.py --out gpu_check.json $(ARGS)
+
 lock: setup  ## re-resolve the pinned set after changing dependencies
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Exact set resolved on Python 3.11 (x86_64). `make setup` installs this; regenerate with `make lock`.' > requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .envs .pytest_cache
