@@ -148,7 +148,9 @@ class Probe:
         import torch
 
         self.cuda, self.steps, self.predicts = cuda, [], []
-        torch.optim.optimizer.register_optimizer_step_post_hook(self._step)
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        register_optimizer_step_post_hook(self._step)
 
     def _sync(self) -> None:
         if self.cuda:
@@ -212,7 +214,7 @@ def run_model(model: str, data_yaml: Path, device: str, steps: int, out: Path, p
             entry.update(state="failed", error=f"{type(exc).__name__}: {exc}"[:300])
         entry.update(seconds=round(time.perf_counter() - start, 2), peak_gpu_mib=probe.peak_mib())
         if stage.kind == "train":
-            intervals = [b - a for a, b in zip(probe.steps, probe.steps[1:])]
+            intervals = [b - a for a, b in zip(probe.steps, probe.steps[1:], strict=False)]
             entry["optimizer_steps"] = len(probe.steps)
             entry["s_per_step"] = round(statistics.median(intervals), 4) if intervals else \
                 round(entry["seconds"] / steps, 4)
@@ -241,8 +243,9 @@ def project(runner: Any, stages: list[dict[str, Any]], steps: int) -> dict[str, 
     out: dict[str, Any] = {"units": len(units), "paper_steps_per_unit": full_steps,
                            "paper_samples_per_unit": full_samples}
     seconds = 0.0
-    if train:
-        s_per_sample = train["s_per_step"] * rehearsal_steps / max(rehearsal_samples, 1)
+    if train:  # samples per measured optimiser call (cellpose's LR-0 epoch is a call too; classical has none)
+        calls = train.get("optimizer_steps") or rehearsal_steps
+        s_per_sample = train["s_per_step"] * calls / max(rehearsal_samples, 1)
         out["train_s"] = round(len(units) * full_samples * s_per_sample, 1)
         seconds += out["train_s"]
     for mode, times in per_image.items():
@@ -313,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     models = adapters.names() if args.models == "all" else [m.strip() for m in args.models.split(",")]
     import torch
 
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU, %d threads" % torch.get_num_threads()
+    cuda = device.startswith("cuda")
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     sys.stdout.write(f"gpu-check: device {device} ({name}); models {', '.join(models)}\n")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
@@ -322,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         names = sorted({n for m in models for n in referenced_weights(m)})
         origin = prepare_weights(work / "weights", names, args.weights)
         os.environ["C6BENCH_WEIGHTS"] = str(work / "weights")
-        probe = Probe(cuda=device.startswith("cuda"))
+        probe = Probe(cuda=cuda)
         records = [run_model(m, data_yaml, device, steps, work / "runs" / m, probe) for m in models]
     report = {"device": device, "device_name": name, "steps": steps, "size": f"{width}x{height}",
               "weights": origin, "models": records, "wall_s": round(time.perf_counter() - start, 1),

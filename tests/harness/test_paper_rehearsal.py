@@ -5,8 +5,8 @@ and absent. Every row must be ``ok``, or ``skipped`` with a reason that is true.
 
 Default tier: the paper recipe as shipped for classical and cellpose (cyto3 at its real size); small variants,
 through a ``--config MODEL=YAML`` overlay of the paper profile, where the real size cannot run on 2 CPU cores
-in CI time (`SMALL`: MEDIAR mit_b0 at scale 0.25 with 256-px windows and 2 x 128-px crops; CellSeg1 ViT-B at 256 px with a 16 x 16
-point grid and one tile per batch; YOLO11n-seg at 512 px). ``slow``: every model at its real size with the
+in CI time (`SMALL`: MEDIAR mit_b0 at scale 0.25 with 256-px windows and 2 x 128-px crops; CellSeg1 ViT-B at
+256 px with a 16 x 16 point grid and one tile per batch; YOLO11n-seg at 512 px). ``slow``: every model at its real size with the
 shipped paper config (MEDIAR mit_b5, SAM ViT-B and ViT-H, YOLO11l-seg, cyto3).
 """
 
