@@ -92,23 +92,11 @@ def full_size_dataset(root: Path, height: int, width: int) -> Path:
 
 def referenced_weights(model: str) -> list[str]:
     """Known weights names the paper profile of `model` reads (any config value that is one)."""
+    import make_weights
+
     from harness.config import load_model_config
-    from harness.weights import table
 
-    known, found = set(table()), set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str) and value in known:
-            found.add(value)
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
-    walk(load_model_config(model, "paper").to_dict())
-    return sorted(found)
+    return make_weights.referenced(load_model_config(model, "paper").to_dict())
 
 
 def prepare_weights(cache: Path, names: list[str], mode: str) -> dict[str, str]:

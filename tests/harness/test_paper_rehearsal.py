@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +77,10 @@ def overlay(model: str, changes: dict[str, Any], path: Path) -> Path:
 
 
 def weights_needed(model: str, changes: dict[str, Any] | None) -> list[str]:
-    """The weights names the paper rehearsal of `model` reads (zero-shot, ensemble partner, fine-tuning init)."""
-    cfg = load_model_config(model, "paper")
-    names = [cfg.zero_shot_weights] if isinstance(cfg.zero_shot_weights, str) else \
-        list((cfg.zero_shot_weights or {}).values())
-    names += [cfg.params.get("ensemble_with"), cfg.finetune_init]
-    changes = changes or {}
-    names += [(changes.get("zero_shot") or {}).get("weights"), (changes.get("finetune") or {}).get("init")]
-    return sorted({n for n in names if n})
+    """The weights names the paper rehearsal of `model` (with `changes`) reads: zero-shot, ensemble partners, init."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = overlay(model, changes, Path(tmp) / f"{model}.yaml") if changes else None
+        return make_weights.referenced(load_model_config(model, "paper", path).to_dict())
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +145,7 @@ def check_rows(model: str, mode: str, case: str, rows: list[dict[str, Any]], cac
 def _run_case(model: str, mode: str, case: str, changes: dict[str, Any] | None, present_cache: Path,
               tmp_path: Path, env: dict[str, str]) -> None:
     if case == "present":
-        missing = [n for n in weights_needed(model, changes) if not make_weights._target(n, present_cache).exists()]
+        missing = [n for n in weights_needed(model, changes) if not make_weights.target_path(n, present_cache).exists()]
         if missing:
             pytest.skip(f"released-layout {', '.join(missing)} not built: {make_weights.side_env_reason()}")
     cache = present_cache if case == "present" else tmp_path / "no-weights"

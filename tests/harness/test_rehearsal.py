@@ -121,7 +121,7 @@ def _bench(out: Path, *extra: str) -> Path:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One folder with a real quick run and a rehearsal of the paper profile (classical: seconds)."""
     root = tmp_path_factory.mktemp("runs")
-    _bench(root / "real")
+    _bench(root / "real", "--modes", "zero_shot")
     _bench(root / "rehearsal", "--profile", "paper", "--rehearse")
     return root
 
