@@ -262,6 +262,8 @@ def table(report: dict[str, Any]) -> str:
              f"optimiser steps, images {report['size']}", "",
              f"{'stage':52} {'state':8} {'s':>8} {'s/step':>8} {'s/image':>8} {'peak MiB':>9}"]
     for rec in report["models"]:
+        if rec.get("error"):
+            lines.append(f"{rec['model']:52} failed   {rec['error']}")
         for s in rec["stages"]:
             if s["kind"] in ("evaluate", "results"):
                 continue
@@ -315,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         origin = prepare_weights(work / "weights", names, args.weights)
         os.environ["C6BENCH_WEIGHTS"] = str(work / "weights")
         probe = Probe(cuda=cuda)
-        records = [run_model(m, data_yaml, device, steps, work / "runs" / m, probe) for m in models]
+        records = []
+        for model in models:
+            try:
+                records.append(run_model(model, data_yaml, device, steps, work / "runs" / model, probe))
+            except Exception as exc:  # noqa: BLE001 - a model that cannot even be planned is a finding too
+                records.append({"model": model, "stages": [], "error": f"{type(exc).__name__}: {exc}"[:300],
+                                "projection": {"total_s": 0.0, "complete": False}})
     report = {"device": device, "device_name": name, "steps": steps, "size": f"{width}x{height}",
               "weights": origin, "models": records, "wall_s": round(time.perf_counter() - start, 1),
               "projected_total_s": round(sum(r["projection"]["total_s"] for r in records), 1),
