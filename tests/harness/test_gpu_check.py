@@ -14,12 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 def test_gpu_check_on_cpu_prints_and_writes_every_figure(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     out = tmp_path / "gpu_check.json"
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--models", "classical,cellpose", "--steps", "2",
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--models", "classical,cellpose", "--steps", "1",
          "--size", "320x256", "--device", "cpu", "--weights", "random", "--out", str(out), "--work", str(tmp_path)],
         cwd=REPO, env={**subprocess_env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert (report["device"], report["steps"], report["size"]) == ("cpu", 2, "320x256")
+    assert (report["device"], report["steps"], report["size"]) == ("cpu", 1, "320x256")
     assert report["weights"] == {"cyto3": "random, released layout", "nuclei": "random, released layout"}
     assert done.stdout.startswith("gpu-check: device cpu (CPU")
     assert "projected paper matrix on Glioma C6" in done.stdout and "all models:" in done.stdout
@@ -27,7 +27,7 @@ def test_gpu_check_on_cpu_prints_and_writes_every_figure(tmp_path: Path, subproc
     stages = {s["stage"]: s for s in cellpose["stages"]}
     assert {s["state"] for s in stages.values()} == {"done"}
     train = stages["train/cells"]
-    assert train["optimizer_steps"] == 3  # 2 steps + cellpose's LR-0 epoch 0
+    assert train["optimizer_steps"] == 2  # 1 step + cellpose's LR-0 epoch 0
     assert train["s_per_step"] > 0 and train["peak_gpu_mib"] is None
     for mode in ("zero_shot", "finetuned"):
         assert stages[f"predict/{mode}/cells/spec_test"]["s_per_image"] > 0
