@@ -14,7 +14,7 @@ as ``data/sample``), and measures:
 - peak GPU memory per stage (``torch.cuda.max_memory_allocated``; none on CPU);
 - the projected wall time of the full paper matrix on the real dataset (spec train 30 / valid 4 / test 11,
   gen 30; targets cells, type_a, type_b, soma): per model, units (one per target, or one multiclass model)
-  x the paper schedule's training samples (`Adapter.schedule_size`) x measured seconds per sample, plus every
+  x ensemble members x the paper schedule's training samples (`Adapter.schedule_size`) x measured seconds per sample, plus every
   predicted image x seconds per image. Evaluation (milliseconds per image) is not counted.
 
 Weights: a cached file (``$C6BENCH_WEIGHTS``) is used where present; otherwise a random file in the released
@@ -218,23 +218,24 @@ def project(runner: Any, stages: list[dict[str, Any]], steps: int) -> dict[str, 
     """The full paper matrix of this model on the real dataset, from the rehearsal's figures."""
     from harness import dataset as ds
     from harness.config import load_model_config
-    from harness.run import _units
+    from harness.classes import units_of
 
     cls, paper = runner.cls, load_model_config(runner.spec.model, "paper")
     glioma = ds.load_dataset_config(ds.CONFIG_DIR / "datasets" / "glioma_c6.yaml")
-    units = _units(cls, glioma, list(glioma.targets_of(glioma.train)))
+    units = units_of(cls, glioma, list(glioma.targets_of(glioma.train)), paper)
+    members = len(paper.finetune_members())  # an ensemble trains one model per init
     train = next((s for s in stages if s["kind"] == "train" and s.get("s_per_step")), None)
     rehearsal_steps, rehearsal_samples = cls.schedule_size(runner.model_cfg.train, 1)
     full_steps, full_samples = cls.schedule_size(paper.train, GLIOMA_IMAGES[glioma.train])
     per_image = {m: [s["s_per_image"] for s in stages if s["kind"] == "predict" and s["stage"].split("/")[1] == m
                      and "s_per_image" in s] for m in ("zero_shot", "finetuned")}
-    out: dict[str, Any] = {"units": len(units), "paper_steps_per_unit": full_steps,
+    out: dict[str, Any] = {"units": len(units), "members": members, "paper_steps_per_unit": full_steps,
                            "paper_samples_per_unit": full_samples}
     seconds = 0.0
     if train:  # samples per measured optimiser call (cellpose's LR-0 epoch is a call too; classical has none)
         calls = train.get("optimizer_steps") or rehearsal_steps
         s_per_sample = train["s_per_step"] * calls / max(rehearsal_samples, 1)
-        out["train_s"] = round(len(units) * full_samples * s_per_sample, 1)
+        out["train_s"] = round(len(units) * members * full_samples * s_per_sample, 1)
         seconds += out["train_s"]
     for mode, times in per_image.items():
         if not times:

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 import adapters
-from harness.config import config_path, load_model_config
+from harness.config import ModelConfig, config_path, load_model_config
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "fixtures"))
@@ -50,11 +50,8 @@ REAL_EXTRA: dict[str, dict[str, Any]] = {
     "cellseg1-vit_h": {"model": "cellseg1", "params": {"variant": "vit_h"}, "zero_shot": {"weights": "sam_vit_h"},
                        "finetune": {"init": "sam_vit_h"}, "train": {"batch_size": 1}},
 }
-#: Known failures fixed elsewhere: xfail(strict) so that they flip to a failure the moment the fix lands.
-PENDING = {
-    ("mediar", "finetuned"): "MEDIAR fine-tuned rows crash today: train/predict build the adapter with weights=None "
-                             "plus the paper's ensemble_with (ConfigError); fixed by h2 (fine-tune both, ensemble)",
-}
+#: Known failures fixed elsewhere: (model, mode) -> reason, marked xfail(strict) so they flip the moment the fix lands.
+PENDING: dict[tuple[str, str], str] = {}
 MODES = ("zero_shot", "finetuned")
 
 
@@ -114,38 +111,35 @@ def rehearse(model: str, mode: str, cache: Path, env: dict[str, str], out: Path,
     return done, rows
 
 
-def check_rows(model: str, mode: str, case: str, rows: list[dict[str, Any]], cache: Path,
-               changes: dict[str, Any] | None) -> None:
-    """Every row ok, or skipped with a true reason; inits say what the run started from."""
+def check_rows(cfg: ModelConfig, mode: str, case: str, rows: list[dict[str, Any]], cache: Path) -> None:
+    """Every row ok, or skipped with a true reason; inits say what the run started from (each ensemble member)."""
     from harness import weights
 
-    cfg = load_model_config(model, "paper")
-    changes = changes or {}
-    init = (changes.get("finetune") or {}).get("init", cfg.finetune_init)
     assert rows, "no result rows"
     for row in rows:
         assert row["mode"] == mode and row["rehearsal"] is True and row["profile"] == "paper"
-        status, reason, row_init = row["status"], row["reason"], row["init"]
+        status, reason, inits = row["status"], row["reason"], row["init"].split(" + ")
         if status == "ok":
             assert row["n_images"] == 1 and row["metrics"]["overlap"]["pooled"]["0.5"]["f1"] is not None
-        override = (changes.get("zero_shot") or {}).get("weights")
-        zs_name, zs_reason = (override, None) if override else cfg.zero_shot_for(row["target"])
+        names, zs_reason = cfg.zero_shot_for(row["target"])
+        members = cfg.finetune_members()
         if mode == "zero_shot" and zs_reason:  # no zero-shot weights configured (YOLO): the config's reason
             assert (status, reason) == ("skipped", zs_reason)
-        elif mode == "zero_shot" and not zs_name:  # a model without weights (classical)
-            assert (status, row_init) == ("ok", "none (no weights)")
-        elif mode == "zero_shot" and case == "present":
-            assert status == "ok" and row_init.startswith(f"pretrained:{zs_name}")
-        elif mode == "zero_shot":  # absent: skipped, naming the missing file (truly absent) and the fetch command
-            path = cache / weights.spec(zs_name).file
-            assert status == "skipped" and not path.exists()
-            assert f"c6bench weights fetch {zs_name}" in reason and str(path) in reason
+        elif mode == "zero_shot" and not names:  # a model without weights (classical)
+            assert (status, inits) == ("ok", ["none (no weights)"])
+        elif mode == "zero_shot" and case == "present":  # (a digest mismatch note may follow the name)
+            assert status == "ok" and len(inits) == len(names)
+            assert all(i.startswith(f"pretrained:{n}") for i, n in zip(inits, names, strict=True))
+        elif mode == "zero_shot":  # absent: skipped, naming each missing file (truly absent) and the fetch command
+            assert status == "skipped"
+            for name in names:
+                path = cache / weights.spec(name).file
+                assert not path.exists() and f"c6bench weights fetch {name}" in reason and str(path) in reason
         elif case == "present":
-            assert status == "ok" and row_init.startswith(f"pretrained:{init}")
-        elif init:  # fine-tuned, init absent: trained from random init, and says so
-            assert (status, row_init) == ("ok", f"scratch ({init} not found)")
-        else:
-            assert (status, row_init) == ("ok", "scratch")
+            assert status == "ok" and len(inits) == len(members)
+            assert all(i.startswith(f"pretrained:{m}") for i, m in zip(inits, members, strict=True))
+        else:  # fine-tuned, inits absent: every member trained from random init, and says so
+            assert (status, inits) == ("ok", [f"scratch ({m} not found)" if m else "scratch" for m in members])
 
 
 def _run_case(model: str, mode: str, case: str, changes: dict[str, Any] | None, present_cache: Path,
@@ -159,7 +153,7 @@ def _run_case(model: str, mode: str, case: str, changes: dict[str, Any] | None, 
     config = overlay(model, changes, tmp_path / f"{model}.yaml") if changes else None
     done, rows = rehearse(model, mode, cache, env, tmp_path / "run", config)
     assert done.returncode == 0, done.stderr[-4000:]
-    check_rows(model, mode, case, rows, cache, changes)
+    check_rows(load_model_config(model, "paper", config), mode, case, rows, cache)
 
 
 @pytest.mark.parametrize(("model", "mode", "case"), _cases(slow=False))
