@@ -37,7 +37,8 @@ sys.path.pop(0)
 SMALL: dict[str, dict[str, Any]] = {
     "mediar": {"params": {"encoder": "mit_b0", "scale": 0.25, "window": 256},
                "train": {"batch_size": 2, "crop_size": 128}},
-    "cellseg1": {"params": {"image_size": 256, "points_per_side": 16, "scratch_variant": "small"},
+    "cellseg1": {"params": {"variant": "vit_b", "image_size": 256, "points_per_side": 16, "scratch_variant": "small"},
+                 "zero_shot": {"weights": "sam_vit_b"}, "finetune": {"init": "sam_vit_b"},
                  "train": {"batch_size": 1, "grad_accumulation": 2}},
     "cellpose": {"train": {"batch_size": 2}},
     "yolo11": {"params": {"model_size": "n", "imgsz": 512}, "finetune": {"init": "yolo11n-seg"}},
