@@ -14,8 +14,8 @@ as ``data/sample``), and measures:
 - peak GPU memory per stage (``torch.cuda.max_memory_allocated``; none on CPU);
 - the projected wall time of the full paper matrix on the real dataset (spec train 30 / valid 4 / test 11,
   gen 30; targets cells, type_a, type_b, soma): per model, units (one per target, or one multiclass model)
-  x ensemble members x the paper schedule's training samples (`Adapter.schedule_size`) x measured seconds per sample, plus every
-  predicted image x seconds per image. Evaluation (milliseconds per image) is not counted.
+  x ensemble members x the paper schedule's training samples (`Adapter.schedule_size`) x measured seconds per
+  sample, plus every predicted image x seconds per image. Evaluation (milliseconds per image) is not counted.
 
 Weights: a cached file (``$C6BENCH_WEIGHTS``) is used where present; otherwise a random file in the released
 layout (`tests/fixtures/make_weights.py`; MEDIAR without the smp 0.3.3 side env: the adapter's own network, the
@@ -133,7 +133,6 @@ class Probe:
     """Optimiser-step times and timed predict calls of the stage that is running."""
 
     def __init__(self, cuda: bool) -> None:
-        import torch
 
         self.cuda, self.steps, self.predicts = cuda, [], []
         from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -217,8 +216,8 @@ def run_model(model: str, data_yaml: Path, device: str, steps: int, out: Path, p
 def project(runner: Any, stages: list[dict[str, Any]], steps: int) -> dict[str, Any]:
     """The full paper matrix of this model on the real dataset, from the rehearsal's figures."""
     from harness import dataset as ds
-    from harness.config import load_model_config
     from harness.classes import units_of
+    from harness.config import load_model_config
 
     cls, paper = runner.cls, load_model_config(runner.spec.model, "paper")
     glioma = ds.load_dataset_config(ds.CONFIG_DIR / "datasets" / "glioma_c6.yaml")
