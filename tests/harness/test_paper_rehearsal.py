@@ -6,7 +6,8 @@ and absent. Every row must be ``ok``, or ``skipped`` with a reason that is true.
 Default tier: the paper recipe as shipped for classical; small variants, through a ``--config MODEL=YAML`` overlay
 of the paper profile, where the real size cannot run on 2 CPU cores in CI time (`SMALL`: cellpose cyto3 at its real
 size with 2 instead of 8 crops per batch; MEDIAR mit_b0 at scale 0.25 with 256-px windows and 2 x 128-px crops;
-CellSeg1 ViT-B at 256 px with a 16 x 16 point grid, one tile per batch, the small SAM when training from scratch;
+CellSeg1 ViT-B at 256 px with a 16 x 16 point grid, one tile per batch, crop layers 0/1 to choose from,
+the small SAM when training from scratch;
 YOLO11n-seg at 512 px). ``slow``: every model at its real size with the
 shipped paper config (MEDIAR mit_b5, SAM ViT-B and ViT-H, YOLO11l-seg, cyto3), with weights present (the absent
 cases differ from the default tier's only in the init); see `REAL` for the one batch cut to fit CPU memory.
@@ -39,7 +40,7 @@ SMALL: dict[str, dict[str, Any]] = {
                "train": {"batch_size": 2, "crop_size": 128}},
     "cellseg1": {"params": {"variant": "vit_b", "image_size": 256, "points_per_side": 16, "scratch_variant": "small"},
                  "zero_shot": {"weights": "sam_vit_b"}, "finetune": {"init": "sam_vit_b"},
-                 "train": {"batch_size": 1, "grad_accumulation": 2}},
+                 "train": {"batch_size": 1, "grad_accumulation": 2, "crop_layers_grid": [0, 1]}},
     "cellpose": {"train": {"batch_size": 2}},
     "yolo11": {"params": {"model_size": "n", "imgsz": 512}, "finetune": {"init": "yolo11n-seg"}},
 }

@@ -22,7 +22,7 @@ from harness.run import BenchSpec, Runner
 PAPER_CUT_TO_2 = {
     "cellpose": {"epochs": 3, "nimg_per_epoch": 8},  # epoch 0 runs at LR 0 (train_seg's warm-up)
     "mediar": {"epochs": 2, "crops_per_epoch": 8},  # t_max stays 100: the real schedule's first LRs
-    "cellseg1": {"epochs": 2},  # samples_per_epoch stays 32: 4 tiles x 8 accumulated batches, one step
+    "cellseg1": {"epochs": 2, "max_steps": 2},  # an epoch is a pass over every tile: max_steps stops it
     "yolo11": {"epochs": 2, "nbs": 16, "close_mosaic": 1},
     "classical": {"threshold_scales": [0.5], "min_distances": [15, 20]},
 }
@@ -30,7 +30,7 @@ PAPER_CUT_TO_2 = {
 PAPER_SIZE_ON_30 = {
     "cellpose": (999 * 4, 1000 * 30),  # 4 batches of 8 per epoch, epoch 0 at LR 0
     "mediar": (100 * 7, 100 * 50),  # max(30, 50) crops per epoch in batches of 8
-    "cellseg1": (300, 300 * 32),  # 8 batches of 4 tiles accumulated per step, one step per epoch
+    "cellseg1": (4500, 300 * 480),  # 480 tiles per epoch in batches of 4, a step per 8 batches
     "yolo11": (198, 395 * 30),  # 2 batches per epoch, a step per 64 / 16 = 4 batches
     "classical": (48, 48 * 30),  # 8 x 6 grid settings, each scoring every image
 }

@@ -99,3 +99,16 @@ def test_yolo_file_is_a_stripped_ultralytics_checkpoint(tmp_path: Path) -> None:
     assert type(model).__name__ == "SegmentationModel" and model.yaml["yaml_file"] == "yolo11n-seg.yaml"
     assert {p.dtype for p in model.parameters()} == {torch.float16}
     assert len(model.names) == 80 and model.names[0] == "person" and ckpt["train_args"]["task"] == "segment"
+
+
+def test_cellseg1_released_lora_files_have_the_authors_layout(tmp_path: Path) -> None:
+    import torch
+
+    from adapters._cellseg1.released import file_variant, released_specs
+
+    name = released_specs()[0].name
+    path = make_weights.build(name, tmp_path)
+    assert path == tmp_path / weights.spec(name).file
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert "w_a_000" in state and "fati_vb" in state
+    assert file_variant(state) == ("vit_h", 32, 4)  # 32 blocks x (q, v), rank 4
