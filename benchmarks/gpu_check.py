@@ -223,7 +223,7 @@ def project(runner: Any, stages: list[dict[str, Any]], steps: int) -> dict[str, 
     glioma = ds.load_dataset_config(ds.CONFIG_DIR / "datasets" / "glioma_c6.yaml")
     units = units_of(cls, glioma, list(glioma.targets_of(glioma.train)), paper)
     members = len(paper.finetune_members())  # an ensemble trains one model per init
-    train = next((s for s in stages if s["kind"] == "train" and s.get("s_per_step")), None)
+    train = next((s for s in stages if s["kind"] == "train" and s["state"] == "done"), None)
     rehearsal_steps, rehearsal_samples = cls.schedule_size(runner.model_cfg.train, 1)
     full_steps, full_samples = cls.schedule_size(paper.train, GLIOMA_IMAGES[glioma.train])
     per_image = {m: [s["s_per_image"] for s in stages if s["kind"] == "predict" and s["stage"].split("/")[1] == m

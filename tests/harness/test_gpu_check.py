@@ -15,11 +15,11 @@ def test_gpu_check_on_cpu_prints_and_writes_every_figure(tmp_path: Path, subproc
     out = tmp_path / "gpu_check.json"
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--models", "classical,cellpose", "--steps", "1",
-         "--size", "320x256", "--device", "cpu", "--weights", "random", "--out", str(out), "--work", str(tmp_path)],
+         "--size", "640x512", "--device", "cpu", "--weights", "random", "--out", str(out), "--work", str(tmp_path)],
         cwd=REPO, env={**subprocess_env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert (report["device"], report["steps"], report["size"]) == ("cpu", 1, "320x256")
+    assert (report["device"], report["steps"], report["size"]) == ("cpu", 1, "640x512")
     assert report["weights"] == {"cyto3": "random, released layout", "nuclei": "random, released layout"}
     assert done.stdout.startswith("gpu-check: device cpu (CPU")
     assert "projected paper matrix on Glioma C6" in done.stdout and "all models:" in done.stdout
@@ -43,4 +43,4 @@ def test_gpu_check_on_cpu_prints_and_writes_every_figure(tmp_path: Path, subproc
     assert classical_train["optimizer_steps"] == 0 and classical_train["s_per_step"] > 0  # grid settings
     assert report["projected_total_s"] == round(classical["projection"]["total_s"] + projection["total_s"], 1)
     data = json.loads((tmp_path / "data" / "spec" / "test" / "annotations.coco.json").read_text())
-    assert (data["images"][0]["width"], data["images"][0]["height"]) == (320, 256)
+    assert (data["images"][0]["width"], data["images"][0]["height"]) == (640, 512)

@@ -7,7 +7,8 @@ Default tier: the paper recipe as shipped for classical; small variants, through
 of the paper profile, where the real size cannot run on 2 CPU cores in CI time (`SMALL`: cellpose cyto3 at its real
 size with 2 instead of 8 crops per batch; MEDIAR mit_b0 at scale 0.25 with 256-px windows and 2 x 128-px crops;
 CellSeg1 ViT-B at 256 px with a 16 x 16 point grid, one tile per batch, crop layers 0/1 to choose from,
-the small SAM when training from scratch;
+the small SAM when training from scratch, zero-shot through CellSeg1's generator (plain SAM's 1024-px
+generator takes ~9 min on CPU: slow tier);
 YOLO11n-seg at 512 px). ``slow``: every model at its real size with the
 shipped paper config (MEDIAR mit_b5, SAM ViT-B and ViT-H, YOLO11l-seg, cyto3), with weights present (the absent
 cases differ from the default tier's only in the init); see `REAL` for the one batch cut to fit CPU memory.
@@ -39,7 +40,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "mediar": {"params": {"encoder": "mit_b0", "scale": 0.25, "window": 256},
                "train": {"batch_size": 2, "crop_size": 128}},
     "cellseg1": {"params": {"variant": "vit_b", "image_size": 256, "points_per_side": 16, "scratch_variant": "small"},
-                 "zero_shot": {"weights": "sam_vit_b"}, "finetune": {"init": "sam_vit_b"},
+                 "zero_shot": {"weights": "sam_vit_b", "params": {"generator": "cellseg1"}},
+                 "finetune": {"init": "sam_vit_b"},
                  "train": {"batch_size": 1, "grad_accumulation": 2, "crop_layers_grid": [0, 1]}},
     "cellpose": {"train": {"batch_size": 2}},
     "yolo11": {"params": {"model_size": "n", "imgsz": 512}, "finetune": {"init": "yolo11n-seg"}},
