@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "fixtures")]
 
 import adapters  # noqa: E402
-from harness.io import write_json, write_text  # noqa: E402
+from harness.io import atomic_path, write_json, write_text  # noqa: E402
 
 logger = logging.getLogger("gpu_check")
 
@@ -71,8 +71,8 @@ def full_size_dataset(root: Path, height: int, width: int) -> Path:
         reps = (-(-height // h0), -(-width // w0)) + (1,) * (pixels.ndim - 2)
         tiled = np.tile(pixels, reps)[:height, :width]
         out = root / "spec" / split
-        (out / "images").mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(out / "images" / image["file_name"], tiled)
+        with atomic_path(out / "images" / image["file_name"]) as tmp:
+            tifffile.imwrite(tmp, tiled)
         annotations = []
         for ann in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
             for dy in range(0, height, h0):
@@ -121,7 +121,8 @@ def prepare_weights(cache: Path, names: list[str], mode: str) -> dict[str, str]:
 
             from adapters.mediar import build_network
 
-            torch.save(build_network("mit_b5").state_dict(), target)
+            with atomic_path(target) as tmp:
+                torch.save(build_network("mit_b5").state_dict(), str(tmp))
             origin[name] = "random, the adapter's own MEDIARFormer (smp 0.3.3 side env absent)"
     return origin
 
