@@ -402,14 +402,15 @@ class Runner:
         log = self.log_path(stage)
         base = {"key": key, "log": str(log), "host": platform.node(), "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self._write_record(stage, state="running", **base)
-        handler = _attach_log(log)
-        if self.spec.threads and stage.uses_gpu:
-            import torch
-
-            torch.set_num_threads(self.spec.threads)  # float reductions depend on the thread count
         start = time.perf_counter()
-        try:
+        handler: logging.Handler | None = None
+        try:  # from the "running" record on: an interrupt anywhere after it is recorded as one
+            self._write_record(stage, state="running", **base)
+            handler = _attach_log(log)
+            if self.spec.threads and stage.uses_gpu:
+                import torch
+
+                torch.set_num_threads(self.spec.threads)  # float reductions depend on the thread count
             logger.info("stage %s: start (key %s)", stage.id, key)
             outputs = getattr(self, f"_stage_{stage.kind}")(stage)
         except BaseException as exc:
@@ -425,8 +426,9 @@ class Runner:
                                **base)
             raise
         finally:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+            if handler is not None:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
         self._write_record(stage, state="done", seconds=round(time.perf_counter() - start, 2),
                            outputs={k: os.path.relpath(v, self.run_dir) for k, v in outputs.items()}, **base)
         logger.info("stage %s: done in %.1f s", stage.id, time.perf_counter() - start)
