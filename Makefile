@@ -6,6 +6,8 @@ STAMP   := $(VENV)/.installed
 # MEDIAR's pinned smp 0.3.3 (and what it imports) beside the venv, for the released-layout weights fixtures only
 FIXENV  := .envs/fixtures
 FIXSTAMP := $(FIXENV)/.installed
+# per-model environments (harness/envs.py): a model's own pins beside the venv, e.g. cellpose 4 for cellpose_sam
+ENVSTAMP := .envs/.prepared
 
 MODEL   ?= cellpose
 DATA    ?= auto
@@ -16,7 +18,7 @@ ARGS    ?=
 
 .PHONY: setup fixtures-env test test-all bench report perf gpu-check lock clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(ENVSTAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,11 @@ $(FIXSTAMP): tests/fixtures/requirements-fixtures.txt $(STAMP)
 	rm -rf $(FIXENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target $(FIXENV) -r tests/fixtures/requirements-fixtures.txt
 	touch $(FIXSTAMP)
+
+$(ENVSTAMP): $(STAMP) $(wildcard adapters/*.py)  ## once per change of an adapter's requirements (else a no-op)
+	mkdir -p $(dir $(ENVSTAMP))
+	$(PY) -m harness env prepare all
+	touch $(ENVSTAMP)
 
 test: setup fixtures-env
 	$(PY) -m pytest -q

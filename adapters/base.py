@@ -43,6 +43,9 @@ class Adapter(abc.ABC):
             doubt, leave a param out of this set: the cost is a retraining, never a stale checkpoint.
         limits: ranges of constructor params and schedule keys, checked with their annotated types before
             any stage runs (`harness.checks`: ``{"sigma": "> 0", "label_rule": ("last", "first")}``).
+        requirements: pip requirements this model needs beyond the project's environment (e.g.
+            ``("cellpose==4.2.1.1",)``); non-empty = its train/predict stages run in a child process under its
+            own environment, prepared once by ``c6bench env prepare <name>`` (see `harness.envs`).
     """
 
     name: ClassVar[str] = ""
@@ -53,6 +56,7 @@ class Adapter(abc.ABC):
     supports_ensemble: ClassVar[bool] = False
     predict_params: ClassVar[frozenset[str]] = frozenset()
     limits: ClassVar[dict[str, Any]] = {}
+    requirements: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, weights: str | None = None, device: str = "cpu") -> None:
         """Args:

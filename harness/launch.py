@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from harness import envs
 from harness.checks import check_values
 from harness.concurrency import stop
 from harness.errors import C6BenchError, ConfigError
@@ -59,6 +60,7 @@ class Plan:
             specs[runner.spec.model] = runner.spec
             by_model[runner.spec.model] = runner
             stages += runner.stages()
+        envs.check_prepared(r.cls for r in runners)  # before any stage runs: nothing installs at run time
         plan = cls(root, specs, stages, by_model)
         stored = {m: {**s.to_dict(), "out": os.path.relpath(s.out, root)} for m, s in specs.items()}
         write_json(root / PLAN_FILE, {"specs": stored, "stages": [s.to_dict() for s in stages]})
@@ -127,9 +129,22 @@ def job_record_path(run_dir: Path, stage_id: str) -> Path:
 def run_stage(root: str | Path, stage_id: str) -> str:
     """Execute one stage of a planned run (the body of a worker process and of a cluster job)."""
     plan = Plan.load(Path(root))
-    stage = plan.stage(stage_id)
-    plan.runner(stage.model).execute(stage)
+    execute(plan, plan.stage(stage_id))
     return "done"
+
+
+def execute(plan: Plan, stage: Stage) -> None:
+    """Run a stage here, or in a child process under its model's environment when this process is not in it."""
+    runner = plan.runner(stage.model)
+    env = envs.for_stage(runner.cls, stage)
+    if env is None or env.active:
+        runner.execute(stage)
+        return
+    code = envs.run_child(env, ["stage", str(plan.root), stage.id], f"stage {stage.id}")
+    if code != 0:
+        error = runner.record(stage).get("error") or f"exit status {code}"
+        raise StageFailed(f"stage {stage.id} failed in its environment {env.path.name}: {error} "
+                          f"(log: {runner.log_path(stage)})")
 
 
 # --------------------------------------------------------------------------------------------- local
@@ -166,7 +181,7 @@ def _run_in_process(plan: Plan, stages: Sequence[Stage]) -> dict[str, str]:
     """Sequential, fail-fast: the first failing stage's own exception reaches the caller."""
     states = {}
     for stage in stages:
-        plan.runner(stage.model).execute(stage)
+        execute(plan, stage)
         states[stage.id] = "done"
     return states
 
@@ -249,6 +264,8 @@ def _spawn(plan: Plan, stage: Stage, slot: _Slot) -> tuple[Stage, subprocess.Pop
     out.parent.mkdir(parents=True, exist_ok=True)
     handle = out.open("w")
     env = dict(os.environ, **slot.env, TQDM_DISABLE="1", C6BENCH_PARENT_PID=str(os.getpid()))
+    if model_env := envs.for_stage(runner.cls, stage):
+        env = model_env.child_environ(env)  # the worker itself runs under the model's environment
     logger.info("stage %s → worker %d", stage.id, slot.index)
     proc = subprocess.Popen([sys.executable, "-m", "harness", "stage", str(plan.root), stage.id],
                             stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())

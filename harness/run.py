@@ -36,7 +36,7 @@ import yaml
 
 import adapters
 from harness import dataset as ds
-from harness import integrity, keys, rehearsal
+from harness import envs, integrity, keys, rehearsal
 from harness.checks import check_bench_spec
 from harness.classes import Unit, merge_classes, pred_categories, training_samples, units_of
 from harness.concurrency import run_dir_lock, stage_lock
@@ -45,7 +45,7 @@ from harness.data import Sample, load_coco
 from harness.errors import C6BenchError, ConfigError, MissingWeightsError
 from harness.evaluate import evaluate
 from harness.io import describe_os_error, write_json, write_json_or_overwrite, write_text
-from harness.manifest import git_hash, versions
+from harness.manifest import PACKAGES, git_hash, versions
 from harness.predictions import write_predictions
 
 logger = logging.getLogger(__name__)
@@ -332,8 +332,8 @@ class Runner:
         inputs = self._inputs(stage)
         if self.rehearse:  # a rehearsal never reuses a real stage, nor the reverse
             inputs["rehearse"] = self.rehearse
-        key = stage_key({"kind": stage.kind, **inputs, "upstream": upstream,
-                         "code": keys.code_digest(stage.kind, self.spec.model)})
+        key = stage_key({"kind": stage.kind, **inputs, **envs.key_fields(self.cls, stage),
+                         "upstream": upstream, "code": keys.code_digest(stage.kind, self.spec.model)})
         if settled:
             self._keys[stage.id] = key
         return key
@@ -429,8 +429,10 @@ class Runner:
             if handler is not None:
                 logging.getLogger().removeHandler(handler)
                 handler.close()
+        imported = envs.imported_versions([*PACKAGES, *self.cls.requirements]) if stage.uses_gpu else {}
         self._write_record(stage, state="done", seconds=round(time.perf_counter() - start, 2),
-                           outputs={k: os.path.relpath(v, self.run_dir) for k, v in outputs.items()}, **base)
+                           outputs={k: os.path.relpath(v, self.run_dir) for k, v in outputs.items()},
+                           imported=imported, **base)
         logger.info("stage %s: done in %.1f s", stage.id, time.perf_counter() - start)
 
     def run(self) -> Path:
@@ -589,6 +591,7 @@ class Runner:
         rows: list[dict[str, Any]] = []
         per_image: list[dict[str, Any]] = []
         seconds: dict[str, float] = {}
+        imported: dict[str, dict[str, str]] = {}
         for mode in self.spec.modes:
             for unit in self.units:
                 if mode == "zero_shot":
@@ -608,8 +611,10 @@ class Runner:
             rec = self.record(done)
             if done.kind != "results" and rec.get("state") == "done":
                 seconds[done.id.split("/", 1)[1]] = rec.get("seconds")
+                if rec.get("imported"):
+                    imported[done.id.split("/", 1)[1]] = rec["imported"]
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
-        self._write_results(rows, per_image, seconds)
+        self._write_results(rows, per_image, seconds, imported)
         return {"results": self.run_dir / "results.json"}
 
     def _row(self, mode: str, target: str, ref: str, status: str, reason: str, init: str,
@@ -626,10 +631,14 @@ class Runner:
     # ------------------------------------------------------------------ outputs
 
     def _write_results(self, rows: list[dict[str, Any]], per_image: list[dict[str, Any]],
-                       seconds: dict[str, float]) -> None:
+                       seconds: dict[str, float], imported: dict[str, dict[str, str]]) -> None:
+        env = envs.of(self.cls)
         manifest = {"model": self.spec.model, "profile": self.spec.profile, "device": self.device,
-                    "seed": self.spec.seed, "threads": self.spec.threads, "git": git_hash(), "versions": versions(),
-                    "data": self.data.name, "rehearsal": rehearsal.summary(self.rehearse), "wall_seconds": seconds,
+                    "seed": self.spec.seed, "threads": self.spec.threads, "git": git_hash(),
+                    "versions": envs.versions(self.cls, versions()),
+                    "environment": {"path": str(env.path), **env.record()} if env else None,
+                    "imported": imported, "data": self.data.name, "rehearsal": rehearsal.summary(self.rehearse),
+                    "wall_seconds": seconds,
                     "weights": self.weights_used(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(self.run_dir / "manifest.json", manifest)

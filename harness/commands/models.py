@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import adapters
-    from harness import weights
+    from harness import envs, weights
 
     rows = []
     for name in adapters.names():
@@ -21,7 +21,10 @@ def run(args: argparse.Namespace) -> int:
         known = ", ".join(
             f"{w.name} ({'present' if (weights.cache_dir() / w.file).is_file() else 'absent'})" for w in cls.weights
         )
-        rows.append(f"{name:<10} multiclass={str(cls.multiclass):<5} label_maps={str(cls.needs_label_maps):<5} "
-                    f"weights: {known or '-'}\n           {cls.description}")
+        env = envs.of(cls)
+        own = (f"\n{'':12} own environment: {' '.join(env.requirements)} ("
+               f"{'prepared' if env.ready else f'not prepared: c6bench env prepare {name}'})") if env else ""
+        traits = f"multiclass={str(cls.multiclass):<5} label_maps={str(cls.needs_label_maps):<5}"
+        rows.append(f"{name:<12} {traits} weights: {known or '-'}\n{'':12} {cls.description}{own}")
     sys.stdout.write("\n".join(rows) + "\n")
     return 0

@@ -39,7 +39,8 @@ def test_registered_adapter_honours_the_contract(name: str) -> None:
 
 
 def test_unknown_model_suggests_names() -> None:
-    with pytest.raises(ConfigError, match=r"unknown model 'cellpos'. Did you mean cellpose, cellseg1\? Available: cellpose, cellseg1, classical"):
+    with pytest.raises(ConfigError, match=r"unknown model 'cellpos'. Did you mean cellpose, cellpose_sam, cellseg1\? "
+                                         r"Available: cellpose, cellpose_sam, cellseg1, classical"):
         adapters.get("cellpos")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from corpus import Case, c6bench, files, load_checkpoint, model_config
 
@@ -114,6 +115,18 @@ CONFIG_CASES = [
 ]
 
 CLASSICAL_CHECKPOINT = json.dumps({"format": "c6bench-classical/1", "params": {"sigma": 2.0}})
+
+
+def cellpose3_state(root: Path) -> dict[str, Path]:
+    """A state dict with cellpose 3's CPnet keys (what a cyto3 file holds), written with torch."""
+    import torch
+
+    path = root / "checkpoint.pth"
+    torch.save({"downsample.down.res_down_0.conv.conv_0.0.weight": torch.zeros(32, 2, 3, 3),
+                "output.2.weight": torch.zeros(3, 32, 1, 1)}, str(path))
+    return {"checkpoint": path}
+
+
 CHECKPOINT_CASES = [
     Case("classical_checkpoint_to_cellpose", "a classical-adapter checkpoint given to cellpose",
          "Adapter.load (fine-tuned predict, c6bench predict --checkpoint)",
@@ -131,6 +144,12 @@ CHECKPOINT_CASES = [
     Case("classical_checkpoint_to_cellseg1", "a classical-adapter checkpoint given to CellSeg1", "Adapter.load",
          files(checkpoint__json=CLASSICAL_CHECKPOINT), load_checkpoint("cellseg1"), "ConfigError",
          ("{checkpoint}", "not a cellseg1 checkpoint", "another adapter")),
+    Case("classical_checkpoint_to_cellpose_sam", "a classical-adapter checkpoint given to Cellpose-SAM",
+         "Adapter.load", files(checkpoint__json=CLASSICAL_CHECKPOINT), load_checkpoint("cellpose_sam"),
+         "ConfigError", ("{checkpoint}", "not a Cellpose-SAM checkpoint", "cellpose_sam's train()")),
+    Case("cellpose3_checkpoint_to_cellpose_sam", "a cellpose 3 (cyto3-style) file given to Cellpose-SAM",
+         "Adapter.load", cellpose3_state, load_checkpoint("cellpose_sam"), "ConfigError",
+         ("{checkpoint}", "a Cellpose 3 file", "run it with the cellpose model")),
     Case("empty_checkpoint", "a 0-byte checkpoint", "Adapter.load", files(checkpoint__pth=b""),
          load_checkpoint("cellpose"), "ConfigError", ("{checkpoint}",)),
     Case("classical_checkpoint_without_params", "classical checkpoint with no 'params'", "Adapter.load",
