@@ -106,6 +106,13 @@ class CellposeSAMAdapter(Adapter):
     needs_label_maps = True
     weights = (CPSAM, CPSAM_V2)
     requirements = (f"cellpose=={CELLPOSE_VERSION}",)
+    predict_params = frozenset({"diameter", "flow_threshold", "cellprob_threshold", "min_size",
+                                "max_size_fraction", "batch_size", "augment", "tile_overlap"})
+    limits = {"diameter": "> 0", "tile_overlap": "in [0, 1)", "max_size_fraction": "in (0, 1]",
+              "batch_size": ">= 1", "min_size": ">= 0", "min_pixels": ">= 0",
+              "scratch_encoder": ("vit_l", "small", "tiny"), "label_rule": LABEL_RULES, "epochs": ">= 2",
+              "learning_rate": "> 0", "weight_decay": ">= 0", "nimg_per_epoch": ">= 1", "scale_range": ">= 0",
+              "min_train_masks": ">= 0", "save_every": ">= 1"}
 
     def __init__(
         self,
@@ -199,6 +206,11 @@ class CellposeSAMAdapter(Adapter):
             logger.info("cellpose_sam model on %s from %s (%s, %s)", device, source, encoder.describe(),
                         "bfloat16" if bf16 else "float32")
         return self._model
+
+    @property
+    def run_note(self) -> str:
+        """How the weights run, appended to a zero-shot row's init: at full resolution, or rescaled."""
+        return " (full resolution)" if self.diameter is None else f" (diameter {self.diameter:g} px)"
 
     def load(self, checkpoint: Path) -> None:
         """Use a Cellpose-SAM network file (from `train`, or cpsam) from now on."""

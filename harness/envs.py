@@ -172,11 +172,21 @@ def check_prepared(classes: Iterable[type]) -> None:
 
 
 def run_child(env: Environment, argv: Sequence[str], what: str) -> int:
-    """Run ``python -m harness ARGV`` under `env` with the console attached; returns its exit status."""
+    """Run ``python -m harness ARGV`` under `env` with the console attached; returns its exit status.
+
+    The child ends with this process (`harness.concurrency`: ``C6BENCH_PARENT_PID``), and an interrupted wait
+    interrupts it first (it records its stage as interrupted) instead of leaving it behind.
+    """
+    from harness.concurrency import PARENT_ENV, stop
+
     env.require()
     logger.info("%s → child process under environment %s", what, env.path.name)
     cmd = [sys.executable, "-m", "harness", *argv]
-    return subprocess.run(cmd, env=env.child_environ(), check=False).returncode
+    proc = subprocess.Popen(cmd, env={**env.child_environ(), PARENT_ENV: str(os.getpid())})
+    try:
+        return proc.wait()
+    finally:
+        stop([proc])
 
 
 # --------------------------------------------------------------------------------------------- preparing

@@ -126,8 +126,17 @@ def code_digest(kind: str, model: str) -> str:
     parts = [
         f"{os.path.relpath(p, REPO_ROOT)}={d}" for p, d in zip(files, digest.files_digest(files), strict=True)
     ]
-    parts += [f"{k}=={v}" for k, v in sorted(package_versions().items())]
+    parts += [f"{k}=={v}" for k, v in sorted(model_versions(model).items())]
     return digest.combined(parts)
+
+
+def model_versions(model: str) -> dict[str, str]:
+    """The package versions a model's stages run with: the project's, its own environment's on top
+    (`harness.envs`), so the bench process and the model's child under its environment compute one key."""
+    import adapters
+    from harness import envs
+
+    return envs.versions(adapters.get(model), package_versions())
 
 
 # --------------------------------------------------------------------------------------------- files

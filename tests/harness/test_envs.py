@@ -173,6 +173,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str, dic
            "--out", str(tmp / "run")]
     out = subprocess.run(cmd, capture_output=True, text=True, env=environ)
     assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stderr.count("child process under environment cellpose_sam-") == 3  # train + 2 predicts
     return tmp / "run", data, out.stdout, environ
 
 
@@ -205,6 +206,17 @@ def test_cellpose_3_and_4_in_one_bench_each_process_imports_its_own(both: tuple)
     assert json.loads((root / "cellpose" / "manifest.json").read_text())["environment"] is None
     assert "| cellpose_sam | finetuned | cells | spec/test | scratch (cpsam not found) |" in stdout
     assert "| cellpose | finetuned | cells | spec/test | scratch (cyto3 not found) |" in stdout
+
+
+def test_the_same_bench_again_reuses_every_stage(both: tuple) -> None:
+    """Keys computed by the bench process and by the model's child under its environment agree."""
+    root, data, _, environ = both
+    cmd = [sys.executable, "-m", "harness", "bench", "--model", "cellpose,cellpose_sam", "--data", str(data), *BOTH,
+           "--out", str(root)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=environ)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"nothing to do: every stage of {root} is done" in out.stderr
+    assert "child process under environment" not in out.stderr
 
 
 def test_one_report_over_both_models(both: tuple, tmp_path: Path) -> None:
