@@ -241,3 +241,19 @@ def test_workers_run_the_env_model_under_its_environment_with_identical_results(
     assert {v["cellpose"] for v in manifest["imported"].values()} == {f"4.2.1.1 ({envs.of(CellposeSAMAdapter).path})"}
     for name in ("results.json", "results.csv", "per_image.csv"):
         assert (tmp_path / "workers" / name).read_bytes() == (root / "cellpose_sam" / name).read_bytes(), name
+
+
+def test_a_stage_failing_under_the_environment_reports_its_own_error(both: tuple, tmp_path: Path) -> None:
+    _, data, _, environ = both
+    config = tmp_path / "too_many_masks.yaml"
+    config.write_text((FIXTURES / "cellpose_sam_tiny.yaml").read_text().replace("min_train_masks: 1",
+                                                                                 "min_train_masks: 99"))
+    cmd = [sys.executable, "-m", "harness", "bench", "--model", "cellpose_sam", "--data", str(data), "--config",
+           str(config), "--targets", "cells", "--modes", "finetuned", "--out", str(tmp_path / "run")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=environ)
+    env = envs.of(CellposeSAMAdapter)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1] == (
+        f"error: stage cellpose_sam/train/cells failed in its environment {env.path.name}: DataError: cellpose_sam "
+        "train: no image has at least 99 instance(s) of this target (1 image(s) given); lower min_train_masks or "
+        f"check the target's categories (log: {tmp_path / 'run' / 'logs' / 'train__cells.log'})")
