@@ -237,14 +237,6 @@ class CellposeSAMAdapter(Adapter):
         per_epoch = int(full["nimg_per_epoch"] or n_train)
         return (full["epochs"] - 1) * -(-per_epoch // full["batch_size"]), full["epochs"] * per_epoch
 
-    @classmethod
-    def full_schedule(cls, schedule: dict[str, Any]) -> dict[str, Any]:
-        """`schedule` with `train`'s defaults filled in for the keys it leaves out."""
-        import inspect
-
-        params = list(inspect.signature(cls.train).parameters.values())[4:]
-        return {**{p.name: p.default for p in params if p.default is not p.empty}, **schedule}
-
     def train(
         self,
         train_samples: Sequence[Sample],

@@ -6,7 +6,8 @@ and absent. Every row must be ``ok``, or ``skipped`` with a reason that is true.
 Default tier: the paper recipe as shipped for classical; small variants, through a ``--config MODEL=YAML`` overlay
 of the paper profile, where the real size cannot run on 2 CPU cores in CI time (`SMALL`: cellpose cyto3 at its real
 size with 2 instead of 8 crops per batch; MEDIAR mit_b0 at scale 0.25 with 256-px windows and 2 x 128-px crops;
-CellSeg1 ViT-B at 256 px with a 16 x 16 point grid, one tile per batch, crop layers 0/1 to choose from,
+Cellpose-SAM with the tiny encoder (files and random init; ViT-L takes minutes per image on CPU); CellSeg1 ViT-B at
+256 px with a 16 x 16 point grid, one tile per batch, crop layers 0/1 to choose from,
 the small SAM when training from scratch, zero-shot through CellSeg1's generator (plain SAM's 1024-px
 generator takes ~9 min on CPU: slow tier);
 YOLO11n-seg at 512 px). ``slow``: every model at its real size with the
@@ -44,6 +45,7 @@ SMALL: dict[str, dict[str, Any]] = {
                  "finetune": {"init": "sam_vit_b"},
                  "train": {"batch_size": 1, "grad_accumulation": 2, "crop_layers_grid": [0, 1]}},
     "cellpose": {"train": {"batch_size": 2}},
+    "cellpose_sam": {"params": {"scratch_encoder": "tiny"}},  # cpsam files: the tiny encoder (make_weights small)
     "yolo11": {"params": {"model_size": "n", "imgsz": 512}, "finetune": {"init": "yolo11n-seg"}},
 }
 #: ``slow``, real size: the shipped paper config, except batches that do not fit a CPU test machine's memory

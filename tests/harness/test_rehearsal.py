@@ -21,6 +21,7 @@ from harness.run import BenchSpec, Runner
 #: What ``rehearsal_schedule(paper schedule, 2)`` changes, per adapter (every other key stays as configured).
 PAPER_CUT_TO_2 = {
     "cellpose": {"epochs": 3, "nimg_per_epoch": 8},  # epoch 0 runs at LR 0 (train_seg's warm-up)
+    "cellpose_sam": {"epochs": 3, "nimg_per_epoch": 1},  # cellpose 4's train_seg: the same warm-up, batch 1
     "mediar": {"epochs": 2, "crops_per_epoch": 8},  # t_max stays 100: the real schedule's first LRs
     "cellseg1": {"epochs": 2, "max_steps": 2},  # an epoch is a pass over every tile: max_steps stops it
     "yolo11": {"epochs": 2, "nbs": 16, "close_mosaic": 1},
@@ -29,6 +30,7 @@ PAPER_CUT_TO_2 = {
 #: ``schedule_size(paper schedule, 30)``: (optimiser steps, samples) on Glioma C6's 30 spec training images.
 PAPER_SIZE_ON_30 = {
     "cellpose": (999 * 4, 1000 * 30),  # 4 batches of 8 per epoch, epoch 0 at LR 0
+    "cellpose_sam": (99 * 30, 100 * 30),  # one 256-px crop per image and step, epoch 0 at LR 0
     "mediar": (100 * 7, 100 * 50),  # max(30, 50) crops per epoch in batches of 8
     "cellseg1": (4500, 300 * 480),  # 480 tiles per epoch in batches of 4, a step per 8 batches
     "yolo11": (198, 395 * 30),  # 2 batches per epoch, a step per 64 / 16 = 4 batches
