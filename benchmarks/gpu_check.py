@@ -214,6 +214,30 @@ def run_model(model: str, data_yaml: Path, device: str, steps: int, out: Path, p
     return record
 
 
+def own_environment(model: str) -> Any:
+    """The model's own environment (`harness.envs`) when this process is not under it, else None."""
+    from harness import envs
+
+    env = envs.for_model(model)
+    return env if env is not None and not env.active else None
+
+
+def run_in_environment(env: Any, model: str, args: argparse.Namespace, work: Path, environ: dict[str, str]
+                       ) -> dict[str, Any]:  # the child's report
+    """This check for one model, run under the model's own environment: its stages import its packages in the
+    process where the probe measures them (the bench would run them in children the probe cannot see)."""
+    import subprocess
+
+    out = work / f"{model}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--models", model, "--steps", str(args.steps),
+           "--size", args.size, "--device", args.device, "--weights", args.weights, "--out", str(out),
+           "--work", str(work / model)]
+    done = subprocess.run(cmd, env=env.child_environ(environ), check=False)
+    if done.returncode != 0 or not out.is_file():
+        raise RuntimeError(f"gpu-check under the environment {env.path.name} exited {done.returncode}")
+    return json.loads(out.read_text())
+
+
 def project(runner: Any, stages: list[dict[str, Any]], steps: int) -> dict[str, Any]:
     """The full paper matrix of this model on the real dataset, from the rehearsal's figures."""
     from harness import dataset as ds
@@ -311,16 +335,22 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     sys.stdout.write(f"gpu-check: device {device} ({name}); models {', '.join(models)}\n")
     start = time.perf_counter()
+    environ = dict(os.environ)  # for models measured under their own environment (their own weights too)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         work = args.work or Path(tmp)
         data_yaml = full_size_dataset(work / "data", height, width)
-        names = sorted({n for m in models for n in referenced_weights(m)})
+        names = sorted({n for m in models if not own_environment(m) for n in referenced_weights(m)})
         origin = prepare_weights(work / "weights", names, args.weights)
         os.environ["C6BENCH_WEIGHTS"] = str(work / "weights")
         probe = Probe(cuda=cuda)
         records = []
         for model in models:
             try:
+                if env := own_environment(model):
+                    child = run_in_environment(env, model, args, work, environ)
+                    records += child["models"]
+                    origin.update(child["weights"])
+                    continue
                 records.append(run_model(model, data_yaml, device, steps, work / "runs" / model, probe))
             except Exception as exc:  # noqa: BLE001 - a model that cannot even be planned is a finding too
                 records.append({"model": model, "stages": [], "error": f"{type(exc).__name__}: {exc}"[:300],

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -44,3 +46,23 @@ def test_gpu_check_on_cpu_prints_and_writes_every_figure(tmp_path: Path, subproc
     assert report["projected_total_s"] == round(classical["projection"]["total_s"] + projection["total_s"], 1)
     data = json.loads((tmp_path / "data" / "spec" / "test" / "annotations.coco.json").read_text())
     assert (data["images"][0]["width"], data["images"][0]["height"]) == (640, 512)
+
+
+@pytest.mark.slow
+def test_gpu_check_measures_a_model_with_its_own_environment_under_it(tmp_path: Path,
+                                                                    subprocess_env: dict[str, str]) -> None:
+    """cellpose_sam's stages import cellpose 4: the check runs itself under that environment for it (real ViT-L)."""
+    out = tmp_path / "gpu_check.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--models", "classical,cellpose_sam", "--steps",
+         "1", "--size", "512x512", "--device", "cpu", "--weights", "random", "--out", str(out), "--work",
+         str(tmp_path)], cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=3000)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["weights"] == {"cpsam": "random, released layout"}
+    classical, sam = report["models"]
+    assert classical["model"] == "classical" and sam["model"] == "cellpose_sam"
+    stages = {s["stage"]: s for s in sam["stages"]}
+    assert {s["state"] for s in stages.values()} == {"done"}, stages
+    assert stages["train/cells"]["optimizer_steps"] == 2 and stages["train/cells"]["s_per_step"] > 0
+    assert sam["projection"]["complete"] and sam["projection"]["paper_steps_per_unit"] == 99 * 30
