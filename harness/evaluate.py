@@ -494,13 +494,15 @@ def evaluate(
 
 def targets_for(
     gt_categories: set[str], pred_categories: set[str] | None, dataset_yaml: Path | str | None = None
-) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]] | None, dict[str, str]]:
-    """Targets of an evaluation: ``(targets, pred_targets, skipped target → reason)``.
+) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]] | None, dict[str, str], str | None]:
+    """Targets of an evaluation: ``(targets, pred_targets, skipped target → reason, pairing note)``.
 
     Without a dataset YAML every ground-truth category is its own target. With one, the targets of the part
     whose category names all occur in the ground truth. A prediction file that declares its own categories
     may name them like the ground truth, like the targets (a single-target model's output), or like the
     dataset's classes (a multiclass model); a target for which the file declares no category is skipped.
+    When no name fits but each side holds exactly one category, the two are paired and the note says so
+    (None otherwise); any other mismatch is an error.
     """
     if dataset_yaml is None:
         targets = {c: (c,) for c in sorted(gt_categories)}
@@ -530,7 +532,7 @@ def targets_for(
             )
         targets = {t: tuple(c) for t, c in next(iter(matching.values())).items()}
     if pred_categories is None:
-        return targets, None, {}
+        return targets, None, {}, None
     pred_targets: dict[str, tuple[str, ...]] = {}
     skipped: dict[str, str] = {}
     for t, cats in targets.items():
@@ -544,12 +546,19 @@ def targets_for(
                 f"the prediction file declares no category for target {t!r} (its categories: "
                 f"{sorted(pred_categories)}; target uses {list(cats)})"
             )
+    if not pred_targets and len(gt_categories) == len(targets) == len(pred_categories) == 1:
+        # One category on each side (a single-target model's output named by its target, e.g. "cells",
+        # against a one-category COCO, e.g. "cell"): nothing to choose between, so pair them and say so.
+        (t, cats), (name,) = next(iter(targets.items())), tuple(pred_categories)
+        note = (f"paired the only prediction category {name!r} with the only target {t!r} (ground truth "
+                f"{list(cats)}): each side holds one category")
+        return {t: cats}, {t: (name,)}, {}, note
     if not pred_targets:
         raise DataError(
             f"no prediction category fits any target: prediction categories {sorted(pred_categories)}, "
             f"targets {dict(targets)}; pass --targets with the dataset YAML that names them"
         )
-    return {t: targets[t] for t in pred_targets}, pred_targets, skipped
+    return {t: targets[t] for t in pred_targets}, pred_targets, skipped, None
 
 
 def write_outputs(evaluation: Evaluation, out_dir: Path | str) -> tuple[Path, Path]:

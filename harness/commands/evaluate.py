@@ -82,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     ensure_dir(args.out)
     gt, categories = load_coco(args.gt)
     pred, pred_categories = load_predictions(args.pred, gt, categories)
-    targets, pred_targets, skipped = targets_for(set(categories.values()), pred_categories, args.targets)
+    targets, pred_targets, skipped, paired = targets_for(
+        set(categories.values()), pred_categories, args.targets
+    )
     for target, reason in skipped.items():
         logger.warning("target %s skipped: %s", target, reason)
     evaluation = evaluate(
@@ -104,11 +106,14 @@ def run(args: argparse.Namespace) -> int:
             "pred_format": "coco_results" if pred_categories is None else "coco_instances",
             "targets_from": str(args.targets) if args.targets else "ground-truth categories",
             "skipped_targets": skipped,
+            "category_pairing": paired,
         }
     )
     metrics_path, csv_path = write_outputs(evaluation, args.out)
     mode = "overlapping GT" if args.resolve_gt is None else f"GT resolved ({args.resolve_gt})"
     sys.stdout.write(f"{args.pred} vs {args.gt} — {mode}, boundary {args.boundary} px\n")
+    if paired:
+        sys.stdout.write(f"note: {paired}\n")
     sys.stdout.write(evaluation.table() + "\n")
     for target, reason in skipped.items():
         sys.stdout.write(f"skipped {target}: {reason}\n")

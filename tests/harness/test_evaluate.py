@@ -423,16 +423,16 @@ def test_rle_string_total_matches_pycocotools() -> None:
 def test_targets_for() -> None:
     glioma = CONFIG_DIR / "datasets" / "glioma_c6.yaml"
     cats = {"cell type A", "cell type B", "soma"}
-    targets, pred_targets, skipped = targets_for(cats, None, glioma)
+    targets, pred_targets, skipped, paired = targets_for(cats, None, glioma)
     assert targets == {
         "cells": ("cell type A", "cell type B"),
         "type_a": ("cell type A",),
         "type_b": ("cell type B",),
         "soma": ("soma",),
     }
-    assert pred_targets is None and skipped == {}
+    assert pred_targets is None and skipped == {} and paired is None
     # A multiclass model names its classes like the targets: cells = type_a ∪ type_b.
-    _, pred_targets, _ = targets_for(cats, {"type_a", "type_b", "soma"}, glioma)
+    _, pred_targets, _, _ = targets_for(cats, {"type_a", "type_b", "soma"}, glioma)
     assert pred_targets == {
         "cells": ("type_a", "type_b"),
         "type_a": ("type_a",),
@@ -440,7 +440,7 @@ def test_targets_for() -> None:
         "soma": ("soma",),
     }
     # A single-target model's file: only that target is evaluated, the others are skipped with a reason.
-    targets, pred_targets, skipped = targets_for(cats, {"cells"}, glioma)
+    targets, pred_targets, skipped, _ = targets_for(cats, {"cells"}, glioma)
     assert list(targets) == ["cells"] and pred_targets == {"cells": ("cells",)}
     assert set(skipped) == {"type_a", "type_b", "soma"}
     # Without a YAML every GT category is a target; the gen part is chosen for a GT with 'cell'.
@@ -448,8 +448,21 @@ def test_targets_for() -> None:
     assert targets_for({"cell"}, None, glioma)[0] == {"cells": ("cell",)}
     with pytest.raises(ConfigError, match="no part's targets fit"):
         targets_for({"neuron"}, None, glioma)
+    # Real ambiguity stays an error: two prediction categories, none named like the one target.
     with pytest.raises(DataError, match="no prediction category fits"):
-        targets_for({"cell"}, {"dog"})
+        targets_for({"cell"}, {"dog", "cat"})
+    with pytest.raises(DataError, match="no prediction category fits"):
+        targets_for({"cell type A", "cell type B"}, {"cells"})
+
+
+def test_targets_for_pairs_one_category_each() -> None:
+    """A model's output named by its target ('cells') vs a one-category COCO ('cell'): paired, with a note."""
+    targets, pred_targets, skipped, paired = targets_for({"cell"}, {"cells"})
+    assert (targets, pred_targets, skipped) == ({"cell": ("cell",)}, {"cell": ("cells",)}, {})
+    assert paired == ("paired the only prediction category 'cells' with the only target 'cell' (ground truth "
+                      "['cell']): each side holds one category")
+    # Names that fit need no pairing note.
+    assert targets_for({"cell"}, {"cell"})[3] is None
 
 
 # --------------------------------------------------------------------------------------------- resolved GT
@@ -579,3 +592,28 @@ def test_cli_instances_predictions_and_error(
     )
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "'zzz.png' is not in the ground truth" in proc.stderr
+
+
+def test_cli_pairs_single_categories(
+    scene: tuple[Path, Path], tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """GT with the one category 'cell', predictions named by the target 'cells' (as `c6bench predict` writes
+    them): scored without a dataset YAML, the pairing printed and recorded."""
+    gt_path, _ = scene
+    gt = json.loads(gt_path.read_text())
+    gt["categories"] = [{"id": 7, "name": "cell"}]
+    gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] == 7]
+    pred = {**gt, "categories": [{"id": 1, "name": "cells"}],
+            "annotations": [{**a, "category_id": 1, "score": 0.9} for a in gt["annotations"]]}
+    (tmp_path / "gt1.json").write_text(json.dumps(gt))
+    (tmp_path / "pred1.json").write_text(json.dumps(pred))
+    out = tmp_path / "paired"
+    args = ["--gt", str(tmp_path / "gt1.json"), "--pred", str(tmp_path / "pred1.json"), "--out", str(out)]
+    proc = run_cli([*args, "--boundary", "0"], subprocess_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: paired the only prediction category 'cells' with the only target 'cell'" in proc.stdout
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["settings"]["targets"] == {"cell": {"gt": ["cell"], "pred": ["cells"]}}
+    assert written["settings"]["category_pairing"].startswith("paired the only prediction category 'cells'")
+    pooled = written["targets"]["cell"]["pooled"]["0.5"]
+    assert {k: pooled[k] for k in ("tp", "fp", "fn")} == {"tp": 3, "fp": 0, "fn": 0}
