@@ -33,7 +33,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from adapters import register
-from adapters._cellpose_files import check_cellpose_file, settle_diameters
+from adapters._upstream.cellpose_files import check_cellpose_file, settle_diameters
 from adapters.base import Adapter
 from harness.errors import ConfigError, DataError, NetworkDisabledError
 from harness.weights import WeightSpec, cache_dir, resolve

@@ -11,7 +11,7 @@ As for cyto3, one single-class model per target, trained on priority-resolved la
 (`harness.convert.label_map`); prediction at full resolution (``diameter`` None: no rescaling), scores = mean
 cell probability. Fine-tuning follows the authors' recommendation (cellpose 4 ``docs/train.rst``: AdamW,
 learning rate 1e-5, weight decay 0.1, 100 epochs, batch 1, 256-px crops; ``train_seg``'s defaults). The
-network is built by `adapters._cpsam`: the released ViT-L from a file, or random init of the encoder named by
+network is built by `adapters._upstream.cpsam`: the released ViT-L from a file, or random init of the encoder named by
 ``scratch_encoder`` (``small`` = 4 blocks, width 256: the quick profile's CPU-sized variant of the same
 class).
 
@@ -140,13 +140,13 @@ class CellposeSAMAdapter(Adapter):
         batch_size: 256-px tiles per network batch at prediction.
         augment, tile_overlap: test-time flip augmentation and tile overlap.
         bfloat16: network weights in bfloat16 (cellpose 4's default); None = on CUDA only (float32 on CPU).
-        scratch_encoder: the encoder built for random init (`adapters._cpsam.ENCODERS`): ``vit_l`` (the
+        scratch_encoder: the encoder built for random init (`adapters._upstream.cpsam.ENCODERS`): ``vit_l`` (the
         released
             size), ``small`` (4 blocks, width 256: CPU minutes) or ``tiny`` (1 block, width 64: smoke tests).
             A weights file always brings its own size (read from its tensor shapes).
         label_rule, min_pixels: how overlapping annotations are flattened for training.
         """
-        from adapters._cpsam import ENCODERS
+        from adapters._upstream.cpsam import ENCODERS
 
         super().__init__(weights=weights, device=device)
         name = "model 'cellpose_sam'"
@@ -170,9 +170,9 @@ class CellposeSAMAdapter(Adapter):
         self.label_rule, self.min_pixels = label_rule, int(min_pixels)
         self.weights_path: Path | None = resolve(weights) if weights else None
         if self.weights_path is not None:
-            from adapters import _cpsam
+            from adapters._upstream import cpsam
 
-            _cpsam.read(self.weights_path)
+            cpsam.read(self.weights_path)
         self._model: Any = None
 
     # ------------------------------------------------------------------ model
@@ -189,19 +189,19 @@ class CellposeSAMAdapter(Adapter):
         if self._model is None:
             import torch
 
-            from adapters import _cpsam
+            from adapters._upstream import cpsam
 
             _cellpose()
             device = self._torch_device()
             bf16 = device.type == "cuda" if self.bfloat16 is None else self.bfloat16
             if self.weights_path is not None:
-                self._model, encoder = _cpsam.load(self.weights_path, device, bf16)
+                self._model, encoder = cpsam.load(self.weights_path, device, bf16)
             else:
-                encoder = _cpsam.ENCODERS[self.scratch_encoder]
-                net = _cpsam.build(encoder, torch.float32).to(device)
+                encoder = cpsam.ENCODERS[self.scratch_encoder]
+                net = cpsam.build(encoder, torch.float32).to(device)
                 if bf16:
                     net.dtype = torch.bfloat16
-                self._model = _cpsam.wrap(net, device, None)
+                self._model = cpsam.wrap(net, device, None)
             source = self.weights_path or "random init"
             logger.info("cellpose_sam model on %s from %s (%s, %s)", device, source, encoder.describe(),
                         "bfloat16" if bf16 else "float32")
@@ -214,12 +214,12 @@ class CellposeSAMAdapter(Adapter):
 
     def load(self, checkpoint: Path) -> None:
         """Use a Cellpose-SAM network file (from `train`, or cpsam) from now on."""
-        from adapters import _cpsam
+        from adapters._upstream import cpsam
 
         checkpoint = Path(checkpoint).expanduser().resolve()
         if not checkpoint.is_file():
             raise ConfigError(f"{checkpoint}: cellpose_sam checkpoint not found")
-        _cpsam.read(checkpoint)
+        cpsam.read(checkpoint)
         self.weights_path, self._model = checkpoint, None
 
     # ------------------------------------------------------------------ train

@@ -2,7 +2,7 @@
 
 A rebuild of CellSeg1 (Zhou, Du, Xu 2024, arXiv 2412.01410; code hotaru1227/cellseg1 @ db3b336) on the PyPI
 ``segment-anything`` 1.0 package, because the authors' code hard-codes CUDA and vendors a modified SAM (see
-shared/reference/models.md, C). The pieces live in `adapters._cellseg1`:
+shared/reference/models.md, C). The pieces live in `adapters._upstream.cellseg1`:
 
 - ``sam``: SAM (ViT-B/L/H, or small random-init configs for CPU) at 512 px, 1024-px checkpoints resized as
   CellSeg1 does; LoRA rank 4 on q/v of every encoder block and every mask-decoder attention, the rest frozen.
@@ -35,12 +35,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adapters import register
-from adapters._cellseg1 import plain_sam
-from adapters._cellseg1 import tiles as tiling
-from adapters._cellseg1.augment import augment, resize
-from adapters._cellseg1.released import load_released_lora, released_specs
-from adapters._cellseg1.sam import SAM_WEIGHTS, VARIANTS, add_lora, build_sam, fingerprint, load_sam_file
-from adapters._cellseg1.tiles import EpochPlan, cut_tiles, dataset_size, sample_prompts
+from adapters._upstream.cellseg1 import plain_sam
+from adapters._upstream.cellseg1 import tiles as tiling
+from adapters._upstream.cellseg1.augment import augment, resize
+from adapters._upstream.cellseg1.released import load_released_lora, released_specs
+from adapters._upstream.cellseg1.sam import (
+    SAM_WEIGHTS,
+    VARIANTS,
+    add_lora,
+    build_sam,
+    fingerprint,
+    load_sam_file,
+)
+from adapters._upstream.cellseg1.tiles import EpochPlan, cut_tiles, dataset_size, sample_prompts
 from adapters.base import Adapter
 from harness.errors import ConfigError, DataError, MissingWeightsError
 from harness.io import atomic_path
@@ -370,7 +377,7 @@ class CellSeg1Adapter(Adapter):
         import torch
         from tqdm import tqdm
 
-        from adapters._cellseg1 import select
+        from adapters._upstream.cellseg1 import select
 
         if self.generator == "sam":
             raise ConfigError("cellseg1: generator 'sam' is plain SAM's zero-shot baseline and is not trained; "
@@ -501,7 +508,7 @@ class CellSeg1Adapter(Adapter):
         import torch
         import torch.nn.functional as F
 
-        from adapters._cellseg1.loss import mask_bce
+        from adapters._upstream.cellseg1.loss import mask_bce
 
         items = [it for it in items if len(it.points)]
         if not items:
@@ -639,7 +646,7 @@ class CellSeg1Adapter(Adapter):
         from segment_anything.utils.amg import build_all_layer_point_grids, generate_crop_boxes
         from tqdm import tqdm
 
-        from adapters._cellseg1.loss import stability
+        from adapters._upstream.cellseg1.loss import stability
 
         s, ws = self.image_size, self.work_size
         work, _ = squash(rgb, None, ws)

@@ -154,7 +154,7 @@ def _mediar_pair(image: np.ndarray, sample: Sample) -> Pair:
 
 def _gt_candidates(sample: Sample, size: int) -> list[Any]:
     """The ground truth as CellSeg1 candidates at its work size (a realistic generator output for NMS + resize)."""
-    from adapters._cellseg1.augment import resize
+    from adapters._upstream.cellseg1.augment import resize
     from adapters.cellseg1 import Candidate
 
     sy, sx = size / sample.height, size / sample.width

@@ -19,8 +19,8 @@ from harness.errors import ConfigError, MissingWeightsError
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
-from adapters._cellseg1.loss import mask_bce  # noqa: E402
-from adapters._cellseg1.sam import build_sam, is_lora_key, resize_sam_state  # noqa: E402
+from adapters._upstream.cellseg1.loss import mask_bce  # noqa: E402
+from adapters._upstream.cellseg1.sam import build_sam, is_lora_key, resize_sam_state  # noqa: E402
 from adapters.cellseg1 import Candidate, mask_iou_nms  # noqa: E402
 
 SIZE = 128
@@ -124,7 +124,7 @@ def test_checkpoint_holds_only_trained_tensors_and_reloads_to_identical_predicti
 
 def test_threshold_is_picked_on_validation_by_f1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Six true disks scored 0.9 and six junk squares scored 0.6: the 0.7 cut gives F1 1.0, 0.5 gives 2/3."""
-    from adapters._cellseg1.select import pick_generator_settings
+    from adapters._upstream.cellseg1.select import pick_generator_settings
 
     sample = disk_sample(tmp_path)
     cands = []
@@ -287,7 +287,7 @@ def test_an_epoch_is_one_pass_over_all_tiles_duplicated_to_32(tmp_path: Path, mo
 
 def test_schedule_size_of_the_paper_profile() -> None:
     """Glioma C6: 30 training images → 480 tiles → 120 batches → 15 steps per epoch → 4,500 steps."""
-    from adapters._cellseg1.tiles import EpochPlan, tile_starts
+    from adapters._upstream.cellseg1.tiles import EpochPlan, tile_starts
     from harness.config import load_model_config
 
     cls = adapters.get("cellseg1")
@@ -360,7 +360,7 @@ def test_crop_layers_and_threshold_are_picked_together_and_recorded(tmp_path: Pa
     seen = []
     monkeypatch.setattr(adapter, "_candidates", lambda rgb, floor, layers: seen.append((floor, layers)) or
                         [c for c in cands if c.iou >= floor and c.layer <= layers])
-    with caplog.at_level(logging.INFO, logger="adapters._cellseg1.select"):
+    with caplog.at_level(logging.INFO, logger="adapters._upstream.cellseg1.select"):
         ckpt = adapter.train([sample], [sample], tmp_path / "run",
                              **dict(SCHEDULE, crop_layers_grid=(0, 1, 2), threshold_grid=(0.5, 0.7, 0.8)))
     assert seen == [(0.5, 2)]  # the model runs once, at the largest setting

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("cv2")
 
-from adapters._cellseg1.augment import (  # noqa: E402
+from adapters._upstream.cellseg1.augment import (  # noqa: E402
     UPSTREAM,
     augment,
     random_resized_crop_box,
@@ -72,7 +72,7 @@ def test_image_and_labels_stay_aligned_under_every_augmentation() -> None:
 
 def test_augment_draws_cellseg1s_probabilities(monkeypatch: pytest.MonkeyPatch) -> None:
     """Over many tiles: shift-scale-rotate in 80 % and random resized crops in 50 %, as CellSeg1 configures."""
-    import adapters._cellseg1.augment as aug
+    import adapters._upstream.cellseg1.augment as aug
 
     calls = {"ssr": 0, "rrc": 0}
     real_ssr, real_box = aug.shift_scale_rotate, aug.random_resized_crop_box

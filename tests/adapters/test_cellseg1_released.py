@@ -22,8 +22,8 @@ pytest.importorskip("segment_anything")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from cellseg1_lora import layout_sam, released_layout, write_released_lora  # noqa: E402
 
-from adapters._cellseg1.released import load_released_lora  # noqa: E402
-from adapters._cellseg1.sam import add_lora, build_sam  # noqa: E402
+from adapters._upstream.cellseg1.released import load_released_lora  # noqa: E402
+from adapters._upstream.cellseg1.sam import add_lora, build_sam  # noqa: E402
 
 SIZE = 128
 PARAMS = dict(variant="tiny", image_size=SIZE, points_per_side=4, crop_n_layers=0)

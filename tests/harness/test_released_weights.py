@@ -104,7 +104,7 @@ def test_yolo_file_is_a_stripped_ultralytics_checkpoint(tmp_path: Path) -> None:
 def test_cellseg1_released_lora_files_have_the_authors_layout(tmp_path: Path) -> None:
     import torch
 
-    from adapters._cellseg1.released import file_variant, released_specs
+    from adapters._upstream.cellseg1.released import file_variant, released_specs
 
     name = released_specs()[0].name
     path = make_weights.build(name, tmp_path)

@@ -2,6 +2,5 @@
 
 ``sam`` (SAM at 512 px + LoRA), ``tiles`` (training tiles and what an epoch is), ``augment`` (the upstream
 augmentation), ``released`` (the authors' released LoRA files), ``select`` (crop layers + threshold picked on
-validation), ``plain_sam`` (SAM's own generator: the zero-shot baseline). The leading underscore keeps
-`adapters.discover` from importing this package as an adapter.
+validation), ``plain_sam`` (SAM's own generator: the zero-shot baseline).
 """

@@ -11,7 +11,7 @@ a flat ``torch.save`` dict:
 - every ``prompt_encoder.*`` tensor and every ``mask_decoder.*`` tensor outside ``mask_decoder.transformer``,
   under SAM's own names (CellSeg1 freezes them, so they equal the base SAM's unless a freeze flag was off).
 
-`load_released_lora` maps each onto this adapter's module names (`adapters._cellseg1.sam.add_lora`), after
+`load_released_lora` maps each onto this adapter's module names (`sam.add_lora`), after
 checking the key set and every shape against the model: the variant and rank are read from the file, so a
 ViT-H file on a ViT-B model (or any other file) is a `ConfigError` that says what to set. The files carry no
 image size; CellSeg1 trains them at 512 px (``sam_image_size``), which is what the adapter must run.
@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters._cellseg1.sam import DECODER_ATTNS, VARIANTS
+from adapters._upstream.cellseg1.sam import DECODER_ATTNS, VARIANTS
 from harness.errors import ConfigError
 from harness.weights import WeightSpec
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adapters._cellseg1.sam import build_sam, load_sam_file
+from adapters._upstream.cellseg1.sam import build_sam, load_sam_file
 from harness.data import tighten
 
 if TYPE_CHECKING:
