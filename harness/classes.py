@@ -109,3 +109,16 @@ def training_samples(samples: Sequence[Sample], unit: Unit) -> list[Sample]:
     if crowd:
         logger.warning("%d crowd region(s) (iscrowd: 1) left out of training", crowd)
     return out
+
+
+def export_classes(targets: dict[str, tuple[str, ...]], classes: Sequence[str], where: str) -> dict[str, str]:
+    """COCO category -> YOLO class for one part: each class that is a target of the part takes its categories
+    (gen's ``cells`` = ``cell``; spec's ``cells`` = type A ∪ type B). Classes may not share a category."""
+    out: dict[str, str] = {}
+    for name in classes:
+        for category in targets.get(name, ()):
+            if category in out:
+                raise ConfigError(f"{where}: classes {out[category]} and {name} both contain the category "
+                                  f"{category!r}; YOLO classes must be disjoint")
+            out[category] = name
+    return out

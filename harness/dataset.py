@@ -50,13 +50,17 @@ class DatasetConfig:
     source: Path
 
     def part_of(self, ref: str) -> Part:
-        """The `Part` of a ``part/split`` reference."""
-        return self.parts[ref.split("/", 1)[0]]
+        """The `Part` of a ``part/split`` reference; an undefined one is an error listing those defined."""
+        part, split = _split_ref(ref)
+        if part not in self.parts or split not in self.parts[part].splits:
+            alias = split == "val" and part in self.parts and "valid" in self.parts[part].splits
+            raise ConfigError(f"split {ref!r} is not defined in {self.source}; defined: "
+                              f"{', '.join(split_refs(self))}" + (f" (YOLO's 'val' is {part}/valid)" * alias))
+        return self.parts[part]
 
     def split_dir(self, ref: str) -> Path:
         """Folder of a ``part/split`` reference."""
-        part, split = _split_ref(ref)
-        return self.root / self.parts[part].splits[split]
+        return self.root / self.part_of(ref).splits[_split_ref(ref)[1]]
 
     def targets_of(self, ref: str) -> dict[str, tuple[str, ...]]:
         """Targets that can be evaluated on a split (those its part defines)."""

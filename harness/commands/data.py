@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from harness.commands._args import int_at_least, path_arg
@@ -41,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     conv.add_argument(
         "--split",
         action="append",
-        help="part/split of --data (labelmaps: exactly one; yolo: repeatable, default train + valid)",
+        help="part/split of --data (labelmaps: exactly one; yolo: repeatable, default train + valid; splits "
+        "sharing a name, as spec/test and gen/test, are written as spec_test and gen_test)",
     )
     conv.add_argument("--split-name", default="train", help="YOLO split name for --coco (default train)")
     conv.add_argument("--to", choices=("labelmaps", "yolo"), required=True)
@@ -53,7 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     conv.add_argument("--min-pixels", type=int_at_least(0), default=10, help="drop instances left smaller (default 10)")
     conv.add_argument("--categories", nargs="+", help="category names to keep (comma or space separated)")
-    conv.add_argument("--target", help="with --data: keep a target's categories, renamed to the target")
+    conv.add_argument("--target", help="with --data: keep a target's categories (YOLO: as one class named "
+                      "like the target); label maps: default one folder per target")
+    conv.add_argument("--classes", nargs="+", help="with --data --to yolo: targets to export as classes "
+                      "(default: the dataset's classes; e.g. cells soma, where gen's cell is a cells)")
     conv.add_argument("--out", type=path_arg, required=True, help="output folder")
     conv.set_defaults(func=run_convert)
 
@@ -139,95 +142,154 @@ def _filter(samples: list[Any], categories: Sequence[str] | None, present: set[s
 def _from_coco(args: argparse.Namespace, warnings: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
     from harness.data import load_coco
 
-    if args.split or args.target:
-        raise ConfigError("--split and --target go with --data; with --coco use --categories")
+    if args.split or args.target or args.classes:
+        raise ConfigError("--split, --target and --classes go with --data; with --coco use --categories")
     samples, categories = load_coco(args.coco, args.images, warnings=warnings)
     names = [categories[k] for k in sorted(categories, key=str)]
     wanted = _names(args.categories)
+    if args.to == "labelmaps" and not wanted and len(names) > 1:
+        raise ConfigError(
+            f"{args.coco} has {len(names)} categories ({', '.join(map(repr, names))}); one label map holds "
+            "the instances it is given, so overlapping categories (a soma inside its cell) would cut each "
+            f"other: choose them with --categories (e.g. --categories {names[0]!r})"
+        )
     samples = _filter(samples, wanted, set(names), str(args.coco))
     return {args.split_name: samples}, wanted or names
 
 
-def _from_data(args: argparse.Namespace, warnings: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
-    from harness.dataset import as_classes, load_split, resolve_data, select
+def _load_data(
+    args: argparse.Namespace, warnings: list[str]
+) -> tuple[Any, dict[str, list[Any]], list[str] | None]:
+    """The dataset config, the samples of each requested ``part/split`` and the --categories asked for."""
+    from harness.dataset import load_split, resolve_data, split_refs
 
     if args.images:
         raise ConfigError("--images goes with --coco")
     cfg = resolve_data(args.data)
     refs = args.split or ([cfg.train, cfg.valid] if args.to == "yolo" else None)
     if not refs or (args.to == "labelmaps" and len(refs) != 1):
-        raise ConfigError(
-            "--to labelmaps with --data needs exactly one --split part/split "
-            f"(defined: {', '.join(f'{p}/{s}' for p, v in cfg.parts.items() for s in v.splits)})"
-        )
+        raise ConfigError(f"--to labelmaps with --data needs exactly one --split part/split (defined: "
+                          f"{', '.join(split_refs(cfg))})")
+    if len(set(refs)) != len(refs):
+        twice = [r for r in dict.fromkeys(refs) if refs.count(r) > 1]
+        raise ConfigError(f"--split given twice: {', '.join(twice)}")
     wanted = _names(args.categories)
-    if wanted and args.target:
-        raise ConfigError("give --categories or --target, not both")
-    splits: dict[str, list[Any]] = {}
-    classes: list[str] | None = None
+    given = [flag for flag, value in (("--categories", wanted), ("--target", args.target),
+                                      ("--classes", args.classes)) if value]
+    if len(given) > 1:
+        raise ConfigError(f"give one of --categories, --target, --classes, not {' and '.join(given)}")
+    if args.classes and args.to != "yolo":
+        raise ConfigError("--classes goes with --to yolo; label maps are written per target (--target)")
+    loaded = {}
     for ref in refs:
-        samples = load_split(cfg, ref)
-        warnings.extend(w for s in samples for w in s.extra.get("warnings", ()))
-        present = {i.category for s in samples for i in s.instances}
-        if args.target:
-            targets = cfg.targets_of(ref)
-            if args.target not in targets:
-                raise ConfigError(
-                    f"--target {args.target!r} is not defined for {ref}; targets: {', '.join(targets)}"
-                )
-            samples, classes = select(samples, targets[args.target], args.target), [args.target]
-        elif wanted:
-            samples, classes = _filter(samples, wanted, present | _all_categories(cfg, ref), ref), wanted
-        elif args.to == "yolo":
-            samples, classes = as_classes(samples, cfg, ref), list(cfg.classes)
-        else:
-            classes = sorted(present)
-        splits[ref.split("/", 1)[1]] = samples
-    return splits, classes or []
+        cfg.part_of(ref)  # an undefined split is an error listing the defined ones
+        loaded[ref] = load_split(cfg, ref)
+        warnings.extend(w for s in loaded[ref] for w in s.extra.get("warnings", ()))
+    return cfg, loaded, wanted
+
+
+def _target(cfg: Any, ref: str, target: str) -> tuple[str, ...]:
+    targets = cfg.targets_of(ref)
+    if target not in targets:
+        raise ConfigError(f"--target {target!r} is not defined for {ref}; targets: {', '.join(targets)}")
+    return targets[target]
+
+
+def _present(samples: Sequence[Any], cfg: Any, ref: str) -> set[str]:
+    return {i.category for s in samples for i in s.instances} | _all_categories(cfg, ref)
+
+
+def _yolo_from_data(args: argparse.Namespace, warnings: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
+    from harness.classes import export_classes
+    from harness.dataset import select
+
+    cfg, loaded, wanted = _load_data(args, warnings)
+    splits: dict[str, list[Any]] = {}
+    if args.target:
+        classes = [args.target]
+        splits = {ref: select(s, _target(cfg, ref, args.target), args.target) for ref, s in loaded.items()}
+    elif wanted:
+        classes = wanted
+        splits = {ref: _filter(s, wanted, _present(s, cfg, ref), ref) for ref, s in loaded.items()}
+    else:
+        classes = _names(args.classes) or list(cfg.classes)
+        unknown = [c for c in _names(args.classes) or () if not any(c in cfg.targets_of(ref) for ref in loaded)]
+        if unknown or not classes:
+            raise ConfigError(
+                f"YOLO class(es) {', '.join(map(repr, unknown)) or '(none)'} are targets of none of "
+                f"{', '.join(loaded)}; targets: "
+                + "; ".join(f"{ref}: {', '.join(cfg.targets_of(ref))}" for ref in loaded)
+            )
+        for ref, samples in loaded.items():
+            to_class = export_classes(cfg.targets_of(ref), classes, f"{cfg.source} ({ref})")
+            splits[ref] = _to_classes(samples, to_class, classes, ref, list(cfg.targets_of(ref)), warnings)
+    return _split_names(splits), classes
+
+
+def _to_classes(samples: Sequence[Any], to_class: dict[str, str], classes: Sequence[str], ref: str,
+                targets: Sequence[str], warnings: list[str]) -> list[Any]:
+    """Instances renamed to their YOLO class; losing some is a warning with counts, losing all an error."""
+    out = [s.with_instances(i.with_category(to_class[i.category]) for i in s.instances
+                            if i.category in to_class) for s in samples]
+    n_in, n_out = sum(len(s.instances) for s in samples), sum(len(s.instances) for s in out)
+    if n_out == n_in:
+        return out
+    lost = sorted({i.category for s in samples for i in s.instances if i.category not in to_class})
+    bare = sum(1 for s, o in zip(samples, out, strict=True) if s.instances and not o.instances)
+    message = (f"{ref}: {n_in - n_out} of {n_in} instances (categor{'y' if len(lost) == 1 else 'ies'} "
+               f"{', '.join(map(repr, lost))}) belong to none of the YOLO classes {', '.join(classes)}; "
+               f"{bare} of {len(samples)} images have no instance of the classes left")
+    if n_out == 0:
+        raise ConfigError(f"{message}. Nothing would be exported: choose classes that {ref} defines with "
+                          f"--classes or --target (its targets: {', '.join(targets)})")
+    logger.warning("%s", message)
+    warnings.append(message)
+    return out
+
+
+def _maps_from_data(args: argparse.Namespace, warnings: list[str]) -> tuple[str, list[tuple[Any, ...]]]:
+    """``(ref, [(folder below --out or None, target or None, samples, categories), ...])``: one label map per
+    image and target; --target or --categories choose one map instead."""
+    from harness.labelmaps import select_categories
+
+    cfg, loaded, wanted = _load_data(args, warnings)
+    ((ref, samples),) = loaded.items()
+    if args.target:
+        cats = _target(cfg, ref, args.target)
+        return ref, [(None, args.target, select_categories(samples, cats), list(cats))]
+    if wanted:
+        return ref, [(None, None, _filter(samples, wanted, _present(samples, cfg, ref), ref), wanted)]
+    targets = cfg.targets_of(ref)
+    return ref, [(t, t, select_categories(samples, cats), list(cats)) for t, cats in targets.items()]
+
+
+def _split_names(splits: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """``part/split`` → output name: the split's name (``train``), or ``part_split`` for splits that share it
+    (``spec/test`` and ``gen/test`` → ``spec_test``, ``gen_test``) so that neither overwrites the other."""
+    short = [ref.split("/", 1)[1] for ref in splits]
+    named = {}
+    for (ref, samples), name in zip(splits.items(), short, strict=True):
+        named[ref.replace("/", "_") if short.count(name) > 1 else name] = samples
+    shared = [ref for ref, name in zip(splits, short, strict=True) if short.count(name) > 1]
+    if shared:
+        logger.info("%s share a split name: written as %s", ", ".join(shared),
+                    ", ".join(ref.replace("/", "_") for ref in shared))
+    return named
 
 
 def _all_categories(cfg: Any, ref: str) -> set[str]:
     return {c for names in cfg.targets_of(ref).values() for c in names}
 
 
-def write_label_maps(samples: Sequence[Any], out: Path, rule: str, min_pixels: int) -> dict[str, Any]:
-    """One label TIFF per image (uint16, or int32 above 65535 labels) and the per-image conversion records."""
-    import numpy as np
-    import tifffile
-    from tqdm import tqdm
-
-    from harness.convert import label_map
-    from harness.io import atomic_path
-
-    out.mkdir(parents=True, exist_ok=True)
-    images: dict[str, Any] = {}
-    for sample in tqdm(samples, desc="label maps", unit="img"):
-        sample.load_image()  # the image must exist and match the annotated size
-        labels, resolution = label_map(sample, rule=rule, min_pixels=min_pixels)
-        dtype = np.uint16 if len(resolution.instances) <= np.iinfo(np.uint16).max else np.int32
-        name = f"{sample.name}.tif"
-        if name in images:
-            raise ConfigError(f"{sample.image_path}: its label map would be {name}, like that of "
-                              f"{images[name]['image']}; rename one of the two images")
-        with atomic_path(out / name) as tmp:
-            tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib", photometric="minisblack")
-        images[name] = {
-            "image": str(sample.image_path),
-            **resolution.summary(),
-            "warnings": list(sample.extra.get("warnings", ())),
-        }
-    return images
-
-
 def run_convert(args: argparse.Namespace) -> int:
     from harness.io import ensure_dir
 
     warnings: list[str] = []
-    splits, classes = _from_coco(args, warnings) if args.coco else _from_data(args, warnings)
-    ensure_dir(args.out)
     if args.to == "yolo":
         from harness.convert import write_yolo_dataset
 
+        splits, classes = _from_coco(args, warnings) if args.coco else _yolo_from_data(args, warnings)
+        ensure_dir(args.out)
         data_yaml = write_yolo_dataset(splits, args.out, classes)
         summary = json.loads((args.out / "export.json").read_text())
         for split, row in summary["splits"].items():
@@ -235,34 +297,27 @@ def run_convert(args: argparse.Namespace) -> int:
                 f"{split}: {row['images']} images, {row['instances']} instances "
                 f"({row['skipped_empty']} empty skipped)\n"
             )
-        sys.stdout.write(f"warnings: {len(warnings)}\n{data_yaml}\n")
+        sys.stdout.write(f"warnings: {len(warnings)}\n")
+        sys.stdout.writelines(f"  {w}\n" for w in warnings[:MAX_LISTED])
+        if len(warnings) > MAX_LISTED:
+            sys.stdout.write(f"  ... and {len(warnings) - MAX_LISTED} more\n")
+        sys.stdout.write(f"{data_yaml}\n")
         return 0
-    ((split, samples),) = splits.items()
-    images = write_label_maps(samples, args.out, args.priority, args.min_pixels)
-    totals = {
-        key: sum(v[key] for v in images.values()) for key in ("in", "kept", "dropped", "trimmed_pixels")
-    }
-    record = {
-        "source": str(args.coco or f"{args.data} {split}"),
-        "rule": args.priority,
-        "min_pixels": args.min_pixels,
-        "categories": classes,
-        "totals": {"images": len(images), **totals, "warnings": len(warnings)},
-        "images": images,
-    }
-    from harness.io import write_text
+    from harness import labelmaps
 
-    write_text(args.out / "conversion.json", json.dumps(record, indent=2) + "\n")
-    sys.stdout.write(
-        f"{len(images)} label maps in {args.out} (rule {args.priority}, min_pixels {args.min_pixels}): "
-        f"{totals['in']} instances in, {totals['kept']} kept, {totals['dropped']} dropped; "
-        f"warnings: {len(warnings)}\n"
-    )
-    for name, row in images.items():
-        for drop in row["dropped_detail"]:
-            sys.stdout.write(
-                f"  {name}: instance {drop['order']} ({drop['category']}) dropped: {drop['reason']}\n"
-            )
+    if args.coco:
+        splits, classes = _from_coco(args, warnings)
+        source, maps = str(args.coco), [(None, None, next(iter(splits.values())), classes)]
+    else:
+        ref, maps = _maps_from_data(args, warnings)
+        source = f"{args.data} {ref}"
+    ensure_dir(args.out)
+    for folder, target, samples, categories in maps:
+        out = args.out / folder if folder else args.out
+        record = labelmaps.convert(samples, out, source=source, rule=args.priority,
+                                   min_pixels=args.min_pixels, categories=categories, warnings=warnings,
+                                   target=target)
+        sys.stdout.writelines(f"{line}\n" for line in labelmaps.summary_lines(record, out))
     return 0
 
 

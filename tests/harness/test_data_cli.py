@@ -80,6 +80,7 @@ def test_convert_labelmaps_sample(
         )
         == 0
     )
+    out = out / "cells"  # one folder per target: the sample has one, cells
     report = json.loads((out / "conversion.json").read_text())
     assert report["totals"] == {
         "images": 2,
