@@ -291,21 +291,22 @@ def _image_entries(json_path: Path) -> list[list[Any]]:
     return [[e.get("id"), e["file_name"], e.get("width"), e.get("height")] for e in keep]
 
 
-def validate_samples(samples: Sequence[Sample], check_images: bool = True) -> dict[str, Any]:
-    """Counts per category (images, instances, overlapping pairs) and the problems/warnings of some samples.
+def validate_samples(samples: Sequence[Sample], check_images: bool = True,
+                     targets: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Counts per category and target (images, instances, overlapping pairs) and the problems/warnings.
 
     Reads every image (``check_images``) to catch missing, empty, corrupt or wrongly sized files; each one is
-    a problem naming the file. Overlaps are counted within a category and over all categories; two annotations
-    of one category with the same mask (IoU 1) are a problem naming both.
+    a problem naming the file. Overlaps (`harness.overlaps`): within a category, between two categories, per
+    target and over all; two annotations of one category with the same mask (IoU 1) are a problem naming both.
     """
     from tqdm import tqdm
 
-    from harness.convert import overlapping_pairs
+    from harness.overlaps import OverlapCounts
 
     problems: list[str] = []
     warnings: list[str] = []
     cats: dict[str, dict[str, int]] = {}
-    pairs_all = 0
+    overlaps = OverlapCounts(targets or {})
     for sample in tqdm(samples, desc="validate", unit="img"):
         warnings.extend(sample.extra.get("warnings", ()))
         if check_images:
@@ -313,26 +314,28 @@ def validate_samples(samples: Sequence[Sample], check_images: bool = True) -> di
                 sample.load_image()
             except DataError as exc:
                 problems.append(str(exc))
-        pairs_all += len(overlapping_pairs(sample.instances))
-        by_cat: dict[str, list[Any]] = {}
-        for inst in sample.instances:
-            by_cat.setdefault(inst.category, []).append(inst)
-        for cat, insts in by_cat.items():
+        insts = sample.instances
+        pairs = overlaps.add(insts)
+        problems += [_duplicate(insts[a], insts[b], insts[a].category) for a, b in pairs
+                     if insts[a].category == insts[b].category and _same_mask(insts[a], insts[b])]
+        for cat in dict.fromkeys(i.category for i in insts):
             row = cats.setdefault(cat, {"images": 0, "instances": 0, "overlapping_pairs": 0, "empty": 0})
             row["images"] += 1
-            row["instances"] += len(insts)
-            pairs = overlapping_pairs(insts)
-            row["overlapping_pairs"] += len(pairs)
-            problems += [_duplicate(insts[a], insts[b], cat) for a, b in pairs if _same_mask(insts[a], insts[b])]
-            for inst in insts:
-                if inst.area == 0:
-                    row["empty"] += 1
-                    warnings.append(f"{inst.source}: rasterises to 0 pixels (a degenerate polygon)")
+        for inst in insts:
+            row = cats[inst.category]
+            row["instances"] += 1
+            if inst.area == 0:
+                row["empty"] += 1
+                warnings.append(f"{inst.source}: rasterises to 0 pixels (a degenerate polygon)")
+    for cat, row in cats.items():
+        row["overlapping_pairs"] = int(overlaps.within[cat])
     return {
         "images": len(samples),
         "instances": sum(len(s.instances) for s in samples),
-        "overlapping_pairs": pairs_all,
+        "overlapping_pairs": overlaps.all,
         "categories": dict(sorted(cats.items())),
+        "category_pairs": dict(sorted(overlaps.between.items())),
+        "targets": overlaps.targets_dict(),
         "problems": problems,
         "warnings": warnings,
     }
@@ -368,16 +371,11 @@ def validate(
             samples, categories = load_coco(json_path, images_dir, warnings=load_warnings)
             check_targets(cfg.targets_of(ref), set(categories.values()), json_path)
         except (DataError, ConfigError) as exc:
-            report["splits"][ref] = {
-                "images": 0,
-                "instances": 0,
-                "overlapping_pairs": 0,
-                "categories": {},
-                "problems": [str(exc)],
-                "warnings": [],
-            }
+            report["splits"][ref] = {"images": 0, "instances": 0, "overlapping_pairs": 0, "categories": {},
+                                     "category_pairs": {}, "targets": {}, "problems": [str(exc)],
+                                     "warnings": []}
             continue
-        entry = {"json": str(json_path), **validate_samples(samples, check_images)}
+        entry = {"json": str(json_path), **validate_samples(samples, check_images, cfg.targets_of(ref))}
         listed = {s.image_path.name for s in samples}
         for path in sorted(images_dir.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.name not in listed:

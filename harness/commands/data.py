@@ -92,9 +92,12 @@ def format_report(report: dict[str, Any]) -> str:
         rows.append(
             (ref, "(all)", str(entry["images"]), str(entry["instances"]), str(entry["overlapping_pairs"]), "")
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"dataset {report['dataset']} at {report['root']}"]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = [f"dataset {report['dataset']} at {report['root']}", *_table(rows)]
+    target_rows = [("split", "target", "instances", "overlapping pairs", "of which between categories")]
+    target_rows += [(ref, t, str(row["instances"]), str(row["overlapping_pairs"]), _between(row, entry))
+                    for ref, entry in report["splits"].items() for t, row in entry.get("targets", {}).items()]
+    if len(target_rows) > 1:
+        lines += _table(target_rows)
     for kind in ("problems", "warnings"):
         items = [f"[{ref}] {msg}" for ref, e in report["splits"].items() for msg in e[kind]]
         lines.append(f"{kind}: {len(items)}")
@@ -102,6 +105,21 @@ def format_report(report: dict[str, Any]) -> str:
         if len(items) > MAX_LISTED:
             lines.append(f"  ... and {len(items) - MAX_LISTED} more (see --json)")
     return "\n".join(lines) + "\n"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _between(row: dict[str, Any], entry: dict[str, Any]) -> str:
+    """``17 (cell type A / cell type B: 17)``: the target's overlapping pairs of two different categories."""
+    from harness.overlaps import PAIR_SEPARATOR
+
+    cats = set(row["categories"])
+    parts = [f"{k}: {n}" for k, n in entry.get("category_pairs", {}).items()
+             if set(k.split(PAIR_SEPARATOR)) <= cats]
+    return f"{row['across_categories']}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -213,7 +231,8 @@ def _yolo_from_data(args: argparse.Namespace, warnings: list[str]) -> tuple[dict
         splits = {ref: _filter(s, wanted, _present(s, cfg, ref), ref) for ref, s in loaded.items()}
     else:
         classes = _names(args.classes) or list(cfg.classes)
-        unknown = [c for c in _names(args.classes) or () if not any(c in cfg.targets_of(ref) for ref in loaded)]
+        asked = _names(args.classes) or []
+        unknown = [c for c in asked if not any(c in cfg.targets_of(ref) for ref in loaded)]
         if unknown or not classes:
             raise ConfigError(
                 f"YOLO class(es) {', '.join(map(repr, unknown)) or '(none)'} are targets of none of "

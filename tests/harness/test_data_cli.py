@@ -39,7 +39,13 @@ def test_validate_sample_subprocess(sample_dir: Path, subprocess_env: dict[str, 
         ["spec/test", "cell", "2", "152", "37", "0"],
         ["spec/test", "(all)", "2", "152", "37"],
     ]
-    assert lines[8:] == ["problems: 0", "warnings: 0"]
+    assert [line.split() for line in lines[8:12]] == [  # per target (the sample's one target: cells)
+        ["split", "target", "instances", "overlapping", "pairs", "of", "which", "between", "categories"],
+        ["spec/train", "cells", "171", "28", "0"],
+        ["spec/valid", "cells", "76", "13", "0"],
+        ["spec/test", "cells", "152", "37", "0"],
+    ]
+    assert lines[12:] == ["problems: 0", "warnings: 0"]
 
 
 def test_validate_reports_problems_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
