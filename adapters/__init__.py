@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type[Adapter]] = {}
 _DISCOVERED = False
-_PRIVATE = {"base"}
+_PRIVATE = {"base", "torch_base"}
 
 
 def register(name: str) -> Callable[[type[Adapter]], type[Adapter]]:

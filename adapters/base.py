@@ -9,9 +9,11 @@ and the keyword-only arguments of `train` are the schema of a training schedule.
 from __future__ import annotations
 
 import abc
+import importlib.metadata
 import inspect
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,9 +23,29 @@ if TYPE_CHECKING:
     import numpy as np
 
     from harness.data import Instance, Sample
-    from harness.weights import WeightSpec
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One downloadable weights file, declared by its adapter (``weights = (WeightSpec(...), ...)``).
+
+    ``file`` is the path inside the weights cache (``$C6BENCH_WEIGHTS``); ``sha256`` / ``md5``: the full digest
+    where one is published or recorded (None = none); a hash prefix in ``file``'s name is found by itself
+    (`harness.integrity`). With no hash at all, ``c6bench weights fetch`` logs the sha256 it computed so it can be
+    pinned here, and runs record it in their manifest. ``adapter`` is filled in by the registry.
+    Defined here, beside `Adapter`, so that the adapters need nothing from the harness to declare weights.
+    """
+
+    name: str
+    file: str
+    url: str
+    sha256: str | None
+    licence: str
+    description: str = ""
+    adapter: str = ""
+    md5: str | None = None
 
 
 class Adapter(abc.ABC):
@@ -35,7 +57,7 @@ class Adapter(abc.ABC):
         multiclass: True when one model learns every class (YOLO); False when the harness trains one
             single-class model per target (CellPose, as in the paper).
         needs_label_maps: True when training needs priority-resolved, non-overlapping label maps.
-        weights: known pretrained weights of this model (see `harness.weights`).
+        weights: known pretrained weights of this model (`WeightSpec`s; fetched by ``c6bench weights fetch``).
         supports_ensemble: True when `load_ensemble` can predict with several checkpoints at once (the
             harness's ensembles: a list of zero-shot weights or of fine-tuning inits in the model YAML).
         predict_params: constructor params that `train` never reads (thresholds, tiling, TTA, ...). The key of
@@ -46,6 +68,10 @@ class Adapter(abc.ABC):
         requirements: pip requirements this model needs beyond the project's environment (e.g.
             ``("cellpose==4.2.1.1",)``); non-empty = its train/predict stages run in a child process under its
             own environment, prepared once by ``c6bench env prepare <name>`` (see `harness.envs`).
+        packages: distribution names whose versions `versions()` reports (the run manifest records them).
+
+    Instance attribute set by the harness (`build`): ``seed``, the run's seed (``--seed``; member k of an
+    ensemble gets seed + k). A trainer seeds its random generators from it and from nothing else.
     """
 
     name: ClassVar[str] = ""
@@ -57,6 +83,8 @@ class Adapter(abc.ABC):
     predict_params: ClassVar[frozenset[str]] = frozenset()
     limits: ClassVar[dict[str, Any]] = {}
     requirements: ClassVar[tuple[str, ...]] = ()
+    packages: ClassVar[tuple[str, ...]] = ()
+    seed: int = 0
 
     def __init__(self, weights: str | None = None, device: str = "cpu") -> None:
         """Args:
@@ -108,15 +136,20 @@ class Adapter(abc.ABC):
         return ""
 
     def versions(self) -> dict[str, str]:
-        """Versions of the upstream packages this adapter uses (for the run manifest)."""
-        return {}
+        """Versions of the upstream packages this adapter uses (`packages`; for the run manifest)."""
+        return {name: importlib.metadata.version(name) for name in self.packages}
 
     @classmethod
-    def build(cls, params: dict[str, Any] | None = None, **fixed: Any) -> Adapter:
-        """Construct from a config mapping, rejecting unknown keys with the list of allowed ones."""
+    def build(cls, params: dict[str, Any] | None = None, *, seed: int = 0, **fixed: Any) -> Adapter:
+        """Construct from a config mapping, rejecting unknown keys with the list of allowed ones.
+
+        `seed` is the run's seed (the harness passes ``--seed``, + k for ensemble member k).
+        """
         params = dict(params or {})
         check_keys(cls.__init__, {**params, **fixed}, f"model '{cls.name}'")
-        return cls(**params, **fixed)
+        adapter = cls(**params, **fixed)
+        adapter.seed = int(seed)
+        return adapter
 
     @classmethod
     def check_params(cls, params: dict[str, Any], where: dict[str, str] | str | None = None) -> None:

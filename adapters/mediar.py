@@ -30,7 +30,6 @@ Each instance's score is its mean cell probability.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import logging
 import math
 import os
@@ -41,10 +40,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from adapters import register
-from adapters.base import Adapter
+from adapters.base import WeightSpec
+from adapters.torch_base import TorchAdapter
 from harness.errors import ConfigError, DataError
-from harness.io import atomic_path, write_json
-from harness.weights import WeightSpec, resolve
+from harness.io import write_json
 
 if TYPE_CHECKING:
     from harness.data import Instance, Sample
@@ -464,7 +463,7 @@ def instances_from_labels(labels: np.ndarray, probability: np.ndarray) -> list[I
 
 
 @register("mediar")
-class MediarAdapter(Adapter):
+class MediarAdapter(TorchAdapter):
     """MEDIAR-Former: MA-Net + SegFormer encoder predicting cellpose flows; one model per target."""
 
     description = "MEDIAR-Former (MA-Net + mit_b5; released from_phase1/from_phase2 weights; cellpose flows)"
@@ -479,6 +478,7 @@ class MediarAdapter(Adapter):
               "zoom_prob": "in [0, 1]"}
     weights = (FROM_PHASE1, FROM_PHASE2)
     supports_ensemble = True
+    packages = ("torch", "segmentation-models-pytorch", "timm", "cellpose")
 
     def __init__(
         self,
@@ -540,7 +540,6 @@ class MediarAdapter(Adapter):
         self.label_rule = label_rule
         self.min_pixels = int(min_pixels)
         self.scale = float(scale)
-        self.weights_path: Path | None = resolve(weights) if weights else None
         if self.weights_path is not None:
             check_mediar_file(self.weights_path, encoder)
         self.ensemble_paths: list[Path] = []  # set by `load_ensemble`: the networks averaged at prediction
@@ -548,18 +547,11 @@ class MediarAdapter(Adapter):
 
     # ------------------------------------------------------------------ networks
 
-    def _torch_device(self) -> Any:
-        import torch
-
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but torch sees no CUDA device; use --device cpu")
-        return torch.device(self.device)
-
     def _network_from(self, path: Path | None) -> Any:
         net = build_network(self.encoder)
         if path is not None:
             load_strict(net, read_state_dict(path), str(path))
-        return net.to(self._torch_device())
+        return net.to(self.torch_device())
 
     def networks(self) -> list[Any]:
         """The network(s) that predict: the construction weights' one, or those given to `load_ensemble`."""
@@ -619,7 +611,6 @@ class MediarAdapter(Adapter):
         augment: bool = True,
         zoom_prob: float = 0.5,
         amp: bool = True,
-        seed: int = 0,
     ) -> Path:
         """Fine-tune (or train from random init); returns ``out_dir/model.pth`` (MEDIAR's state-dict layout).
 
@@ -628,6 +619,7 @@ class MediarAdapter(Adapter):
         ``T_max = t_max or epochs`` and steps once per epoch; ``weight_decay`` 0.01 is AdamW's default, which
         MEDIAR keeps. ``amp`` = bfloat16 autocast, on CUDA only. Validation samples give a validation loss per
         epoch (fixed centre crops, no augmentation), recorded in ``history.json``; the last epoch is returned.
+        Crops and initialisation are drawn from the run's seed (``self.seed``, set by the harness).
         """
         import torch
         from tqdm import tqdm
@@ -638,14 +630,14 @@ class MediarAdapter(Adapter):
             raise ConfigError(f"mediar training: crop_size must be a positive multiple of {_STRIDE}, got {crop_size}")
         out_dir = Path(out_dir).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
-        device = self._torch_device()
+        device = self.torch_device()
         config = {
             "encoder": self.encoder, "init": str(self.weights_path) if self.weights_path else None,
             "label_rule": self.label_rule, "min_pixels": self.min_pixels, "scale": self.scale,
             "train": [s.name for s in train_samples], "valid": [s.name for s in val_samples],
             "epochs": epochs, "learning_rate": learning_rate, "weight_decay": weight_decay, "batch_size": batch_size,
             "crop_size": crop_size, "crops_per_epoch": crops_per_epoch, "t_max": t_max, "eta_min": eta_min,
-            "augment": augment, "zoom_prob": zoom_prob, "amp": amp, "seed": seed,
+            "augment": augment, "zoom_prob": zoom_prob, "amp": amp, "seed": self.seed,
         }
         train_set = self._training_set(train_samples, "train")
         if not any(item.labels.any() for item in train_set):
@@ -654,11 +646,10 @@ class MediarAdapter(Adapter):
         val_batches = [self._batch([centre_crop(item, crop_size)], device)
                        for item in self._training_set(val_samples, "validation")]
 
-        torch.manual_seed(seed)
+        rng = self.seed_everything()
         net = self._network_from(self.weights_path)
         optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max or epochs, eta_min=eta_min)
-        rng = np.random.default_rng(seed)
         history: list[dict[str, float]] = []
         start = self._resume(out_dir / "last.pt", config, net, optimizer, scheduler, rng, history)
         use_amp = bool(amp) and device.type == "cuda"
@@ -685,14 +676,14 @@ class MediarAdapter(Adapter):
                 record["val_loss"] = self._validation_loss(net, val_batches)
             history.append(record)
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
-            _save_atomic({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            self.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "config": config,
                           "history": history, "numpy_rng": rng.bit_generator.state,
                           "torch_rng": torch.get_rng_state()}, out_dir / "last.pt")
         bar.close()
 
         checkpoint = out_dir / "model.pth"
-        _save_atomic(net.state_dict(), checkpoint)
+        self.save(net.state_dict(), checkpoint)
         write_json(out_dir / "history.json", history, indent=1)
         logger.info("mediar: %d epoch(s), last train loss %.4f; model saved to %s", len(history),
                     history[-1]["loss"], checkpoint)
@@ -769,7 +760,7 @@ class MediarAdapter(Adapter):
         import torch
         import torch.nn.functional as F
 
-        x = torch.from_numpy(mediar_normalize(image)).to(self._torch_device())
+        x = torch.from_numpy(mediar_normalize(image)).to(self.torch_device())
         height, width = x.shape[1:]
         if self.scale != 1.0:  # the same resizing as the training images (`rescale_train_image`)
             x = F.interpolate(x[None], size=scaled_size((height, width), self.scale), mode="area")[0]
@@ -791,18 +782,6 @@ class MediarAdapter(Adapter):
         logit_threshold = math.log(self.cellprob_threshold / (1.0 - self.cellprob_threshold))
         masks = dynamics.compute_masks(
             output[:2], output[2], niter=self.niter, cellprob_threshold=logit_threshold,
-            flow_threshold=self.flow_threshold, min_size=self.min_size, device=self._torch_device(),
+            flow_threshold=self.flow_threshold, min_size=self.min_size, device=self.torch_device(),
         )
         return np.asarray(masks, dtype=np.int32)
-
-    def versions(self) -> dict[str, str]:
-        names = ("torch", "segmentation-models-pytorch", "timm", "cellpose")
-        return {name: importlib.metadata.version(name) for name in names}
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save through `harness.io.atomic_path` (an interrupted save never leaves a half-written file)."""
-    import torch
-
-    with atomic_path(path) as partial:
-        torch.save(obj, str(partial))

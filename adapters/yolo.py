@@ -15,7 +15,6 @@ Everything below was checked against the code of ultralytics 8.4.190.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import math
@@ -28,10 +27,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from adapters import register
-from adapters.base import Adapter
+from adapters.base import WeightSpec
+from adapters.torch_base import TorchAdapter
 from harness.errors import ConfigError, DataError, MissingWeightsError
 from harness.io import atomic_path, write_text
-from harness.weights import WeightSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -179,7 +178,7 @@ def _thread_guard(yolo: Any) -> None:
 
 
 @register("yolo11")
-class YoloAdapter(Adapter):
+class YoloAdapter(TorchAdapter):
     """YOLO11-seg via ultralytics: multi-class, overlapping per-instance masks with scores."""
 
     description = "YOLO11-seg (Ultralytics, AGPL-3.0): one multi-class model, overlapping instance masks"
@@ -189,6 +188,7 @@ class YoloAdapter(Adapter):
     limits = {"conf": "in [0, 1]", "iou": "in [0, 1]", "max_det": ">= 1", "epochs": ">= 1", "batch": ">= 1",
               "patience": ">= 0", "close_mosaic": ">= 0", "nbs": ">= 1", "workers": ">= 0", "lr0": "> 0"}
     weights = tuple(_weight(s, w) for s, w in (("l", "the paper's fine-tuning start"), ("n", "small, for tests")))
+    packages = ("torch", "ultralytics")
 
     def __init__(
         self,
@@ -243,17 +243,10 @@ class YoloAdapter(Adapter):
         self.max_det = max_det
         self.overlap_mask = bool(overlap_mask)
         self.amp = amp
-        self.weights_path: Path | None = None
-        if weights is not None:
-            from harness.weights import resolve
-
-            self.weights_path = resolve(weights)  # MissingWeightsError names the fetch command
+        if self.weights_path is not None:
             _check_pt(self.weights_path)
         self._yolo: Any = None
         self.classes: list[str] = []
-
-    def versions(self) -> dict[str, str]:
-        return {"ultralytics": importlib.metadata.version("ultralytics")}
 
     # ------------------------------------------------------------------ training
 
@@ -284,7 +277,6 @@ class YoloAdapter(Adapter):
         epochs: int = 100,
         batch: int = 16,
         patience: int = 100,
-        seed: int = 0,
         optimizer: str = "auto",
         lr0: float | None = None,
         close_mosaic: int = 10,
@@ -299,7 +291,8 @@ class YoloAdapter(Adapter):
         `lr0` needs an explicit `optimizer`: with ``auto`` ultralytics picks its own and ignores lr0.
         `nbs` is ultralytics' nominal batch size: gradients are accumulated over ``nbs / batch`` batches
         before each optimizer step, so on a 3-image sample with the default 64 an epoch is a fraction of
-        one step; the quick profile sets ``nbs = batch``.
+        one step; the quick profile sets ``nbs = batch``. Ultralytics seeds itself with the run's seed
+        (``self.seed``, set by the harness).
         """
         if not train_samples or not val_samples:
             raise DataError(f"model '{self.name}': training needs training and validation samples "
@@ -334,7 +327,7 @@ class YoloAdapter(Adapter):
             batch=batch,
             imgsz=self.imgsz,
             patience=patience,
-            seed=seed,
+            seed=self.seed,
             optimizer=optimizer,
             close_mosaic=close_mosaic,
             nbs=nbs,
@@ -504,6 +497,3 @@ def _load_yolo(ul: ModuleType, path: Path) -> Any:
 
 def _sidecar(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name + ".json")
-
-
-

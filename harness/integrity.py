@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from harness.digest import file_digest, hash_file
 
 if TYPE_CHECKING:
-    from harness.weights import WeightSpec
+    from adapters.base import WeightSpec
 
 logger = logging.getLogger(__name__)
 

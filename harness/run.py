@@ -465,11 +465,11 @@ class Runner:
         if weights is None and member:
             logger.warning("fine-tuning %s from random init: weights %s not found (c6bench weights fetch %s)",
                            unit.name, member, member)
-        _seed_everything(self.spec.seed + k)
+        _seed_everything(self.spec.seed + k)  # member k of an ensemble: its own seed, so random inits differ
         schedule = dict(self.model_cfg.train)
         if k and isinstance(schedule.get("seed"), int):
-            schedule["seed"] += k  # member k of an ensemble: its own seed, so members from random init differ
-        adapter = self.cls.build(self.model_cfg.params, weights=weights, device=self.device)
+            schedule["seed"] += k  # adapters that still read a schedule seed (cellseg1); they move to adapter.seed
+        adapter = self.cls.build(self.model_cfg.params, weights=weights, device=self.device, seed=self.spec.seed + k)
         train = training_samples(self.split(self.data.train), unit)
         valid = training_samples(self.split(self.data.valid), unit)
         work = self.run_dir / "checkpoints" / unit.name / stage.member / f"work-{self.key(stage)}"

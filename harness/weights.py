@@ -1,6 +1,6 @@
 """Known pretrained weights: name → file, URL, published hashes, licence; a local cache; explicit fetching.
 
-Each adapter declares its own `WeightSpec`s (``weights = (...)`` on the class), so this module holds no
+Each adapter declares its own `adapters.base.WeightSpec`s (``weights = (...)`` on the class), so this module holds no
 per-model table. Weights live in ``$C6BENCH_WEIGHTS`` (default ``~/.cache/glioma-c6-bench``) and are
 downloaded only by ``c6bench weights fetch NAME`` (resumable: `harness.download`). A missing file is an
 error with that exact command — never a silent download or a silent fallback to another model.
@@ -14,36 +14,21 @@ the run records in its manifest and in the row's ``init``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+import adapters
+from adapters.base import WeightSpec
 from harness.errors import C6BenchError, DataError, MissingWeightsError
+
+__all__ = ["WeightSpec", "cache_dir", "fetch", "path_of", "resolve", "spec", "table", "verify"]
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "C6BENCH_WEIGHTS"
 FETCH_TIMEOUT_S = 20
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    """One downloadable weights file.
-
-    ``sha256`` / ``md5``: the full digest where one is published or recorded (None = none); a hash prefix in
-    ``file``'s name is found by itself (`harness.integrity`). With no hash at all, `fetch` logs the sha256
-    it computed so it can be pinned here, and runs record it in their manifest.
-    """
-
-    name: str
-    file: str
-    url: str
-    sha256: str | None
-    licence: str
-    description: str = ""
-    adapter: str = ""
-    md5: str | None = None
 
 
 def cache_dir() -> Path:
@@ -53,14 +38,12 @@ def cache_dir() -> Path:
 
 def table() -> dict[str, WeightSpec]:
     """Every known weights entry, from every registered adapter, by name."""
-    import adapters
-
     out: dict[str, WeightSpec] = {}
     for adapter_name in adapters.names():
         for spec in adapters.get(adapter_name).weights:
             if spec.name in out:
                 raise C6BenchError(f"weights name {spec.name!r} is declared by two adapters")
-            named = spec if spec.adapter else WeightSpec(**{**spec.__dict__, "adapter": adapter_name})
+            named = spec if spec.adapter else dataclasses.replace(spec, adapter=adapter_name)
             out[spec.name] = named
     return out
 

@@ -420,6 +420,7 @@ def test_train_predict_load_and_resume(train_sample: Sample, tmp_path: Path,
 
     import adapters
     import adapters.mediar as mediar
+    from adapters.torch_base import TorchAdapter
 
     train = crop_sample(train_sample, TRAIN_CROP, tmp_path / "train" / "a.tif")
     val = crop_sample(train_sample, (slice(500, 564), slice(500, 564)), tmp_path / "val" / "b.tif")
@@ -445,17 +446,17 @@ def test_train_predict_load_and_resume(train_sample: Sample, tmp_path: Path,
     assert signature(fresh.predict(image)) == signature(first)
 
     # interrupted right after epoch 1 was saved, then continued from last.pt (same configuration only)
-    real_save = mediar._save_atomic
+    real_save = TorchAdapter.save
 
-    def stop_after_first_save(obj: object, path: Path) -> None:
+    def stop_after_first_save(obj: object, path: Path) -> Path:
         real_save(obj, path)
         raise KeyboardInterrupt
 
     interrupted = tmp_path / "interrupted"
-    monkeypatch.setattr(mediar, "_save_atomic", stop_after_first_save)
+    monkeypatch.setattr(mediar.MediarAdapter, "save", staticmethod(stop_after_first_save))
     with pytest.raises(KeyboardInterrupt):
         adapters.get("mediar").build(params).train([train], [val], interrupted, **schedule)
-    monkeypatch.setattr(mediar, "_save_atomic", real_save)
+    monkeypatch.setattr(mediar.MediarAdapter, "save", staticmethod(real_save))
     assert torch.load(interrupted / "last.pt", weights_only=True)["epoch"] == 1
     with pytest.raises(ConfigError, match=r"another configuration \(differs in learning_rate\)"):
         adapters.get("mediar").build(params).train([train], [val], interrupted, **dict(schedule, learning_rate=1e-4))
