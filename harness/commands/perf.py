@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             results[area] = _load(path).run(quick=args.quick)
+            if results[area].get("counts_match") is False:  # its figures stay, but a wrong count fails the run
+                logger.error("benchmark %s: %s", area, "; ".join(results[area].get("mismatches", ())))
+                failed.append(area)
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not lose the others' figures
             logger.exception("benchmark %s failed", area)
             results[area] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -1,0 +1,29 @@
+"""The scale scenario of `make perf` (benchmarks/bench_scale.py) on the small replica: every step of the
+user's data path runs through the real CLI and every count equals the generator's (never the timings: speed
+is not a test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import bench_scale
+
+
+def test_scale_scenario_small_counts_match(tmp_path: Path) -> None:
+    result = bench_scale.scenario(tmp_path / "work", seed=2)
+    assert result["mismatches"] == [] and result["counts_match"] is True
+    assert (result["scale"], result["image"], result["images"]) == ("small", "1296x972", 17)
+    assert list(result["steps"]) == [
+        "replica", "fetch", "validate", "labelmaps_spec_train", "labelmaps_spec_valid", "labelmaps_spec_test",
+        "labelmaps_gen_test", "yolo", "evaluate_spec_test", "evaluate_gen_test",
+    ]
+    for step in result["steps"].values():
+        assert step["wall_s"] > 0 and step["peak_rss_mb"] > 0
+    assert set(result["disk_mb"]) == {"zip", "dataset", "labelmaps", "yolo"}
+
+
+def test_mismatch_is_listed() -> None:
+    found: list[str] = []
+    bench_scale._check(found, "yolo spec/test", {"0": 91}, {"0": 92})
+    bench_scale._check(found, "same", 3, 3)
+    assert found == ["yolo spec/test: got {'0': 91}, the generator says {'0': 92}"]
