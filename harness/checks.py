@@ -240,6 +240,14 @@ def check_bench_spec(spec: Any, modes: tuple[str, ...]) -> None:
     _unique(spec.modes, "--modes", modes)
     if spec.targets is not None:
         _unique(spec.targets, "--targets")
+    if getattr(spec, "seeds", None) is not None:  # plan.json holds lists: the same rules as the CLI options
+        from harness.efficiency import parse_seeds
+
+        parse_seeds(",".join(map(str, spec.seeds)))
+    if getattr(spec, "train_images", None) is not None:
+        from harness.efficiency import parse_sizes
+
+        parse_sizes(",".join(map(str, spec.train_images)))
     for name, low in (("seed", 0), ("bootstrap", 0), ("boundary", 0), ("threads", 1)):
         value = getattr(spec, name)
         if value is None and name == "threads":

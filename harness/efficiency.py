@@ -169,3 +169,18 @@ def seed_gap(a: dict[int, float], b: dict[int, float]) -> SeedGap | None:
     spread = Spread.of(gaps)
     same_sign = all(g > 0 for g in gaps) or all(g < 0 for g in gaps)
     return SeedGap(seeds, gaps, spread.mean, spread.sd, same_sign and abs(spread.mean) > 2 * spread.sd)
+
+
+def seeds_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """``results.md``'s section of a run with trials: F1@0.5 and AP@0.5 over seeds per training size (percent)."""
+    lines = ["### Over seeds — fine-tuned rows by training-set size (overlapping ground truth)", "",
+             "| model | target | subset | train images | seeds | F1@0.5 mean ± sd [min, max] | AP@0.5 mean ± sd |",
+             "|---|---|---|---:|---:|---|---|"]
+    for (model, mode, target, subset, size), spreads in sorted(
+            aggregate(rows).items(), key=lambda kv: (*map(str, kv[0][:4]), kv[0][4] or 0)):
+        if mode != "finetuned" or size is None:
+            continue
+        f1, ap = spreads["f1"], spreads["ap"]
+        lines.append(f"| {model} | {target} | {subset} | {size} | {f1.n} | {100 * f1.mean:.1f} ± {100 * f1.sd:.1f} "
+                     f"[{100 * f1.min:.1f}, {100 * f1.max:.1f}] | {100 * ap.mean:.1f} ± {100 * ap.sd:.1f} |")
+    return "\n".join(lines) + "\n"

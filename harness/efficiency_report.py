@@ -77,6 +77,9 @@ def plot(rows: Sequence[dict[str, Any]], subset: str, target: str, out: Path, gt
                 ax.axhline(100 * flat[(model, target)], color=line.get_color(), linestyle="--", linewidth=1,
                            label=f"{model} zero-shot")
         ax.set_xscale("log", base=2)
+        ticks = sorted({x for curve in data[metric].get(target, {}).values() for x in curve})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("training images")
         ax.set_ylabel(f"{label} (%)")
         ax.set_title(f"{target} · {subset}")
@@ -93,3 +96,68 @@ def plot(rows: Sequence[dict[str, Any]], subset: str, target: str, out: Path, gt
 def targets_with_curves(rows: Sequence[dict[str, Any]], subset: str) -> list[str]:
     """Targets that have at least one fine-tuned row with a training size on the subset."""
     return sorted(curves(rows, subset)["f1"])
+
+
+def gap_rows(rows: Sequence[dict[str, Any]], gt_mode: str = "overlap") -> list[dict[str, Any]]:
+    """Every two models fine-tuned on the same target, subset and training size, compared on matched seeds."""
+    import itertools
+
+    by: dict[tuple[str, str, int], dict[str, dict[int, float]]] = {}
+    for r in rows:
+        if r.get("mode") == "finetuned" and r.get("status") == "ok" and r.get("train_images") is not None:
+            by.setdefault((r["target"], r["subset"], int(r["train_images"])), {}).setdefault(
+                r["model"], {})[int(r["seed"])] = efficiency.score(r, "f1", gt_mode)
+    out = []
+    for (target, subset, size), models in sorted(by.items()):
+        for a, b in itertools.combinations(sorted(models), 2):
+            gap = efficiency.seed_gap(models[a], models[b])
+            if gap is None:
+                continue
+            out.append({"target": target, "subset": subset, "train images": size, "A": a, "B": b,
+                        "seeds": len(gap.seeds), "ΔF1 mean (A−B)": round(100 * gap.mean, 1),
+                        "ΔF1 sd over seeds": round(100 * gap.sd, 1),
+                        "beyond seed noise": "yes" if gap.exceeds_spread else "no"})
+    return out
+
+
+def write_section(run_dirs: Sequence[Path], out_dir: Path) -> tuple[list[Path], str]:
+    """The report's label-efficiency files (PNGs, ``label_efficiency.{md,json}``) and its HTML fragment.
+
+    Nothing (``[], ""``) when no run has ``train_images`` rows.
+    """
+    import html
+    import json
+
+    from harness.io import write_text
+    from harness.report import markdown_table, html_table, png_data_uri
+
+    rows = []
+    for run_dir in run_dirs:
+        results = json.loads((Path(run_dir) / "results.json").read_text())
+        rows += results.get("rows", []) if isinstance(results, dict) else results
+    subsets = sorted({r["subset"] for r in rows if r.get("train_images") is not None})
+    if not subsets:
+        return [], ""
+    written, parts = [], ["<h2>Label efficiency (fine-tuned, by training-set size)</h2><p class='note'>"
+                          "Seed mean; band = min–max over seeds; dashed = zero-shot.</p>"]
+    needed = [row for subset in subsets for row in needed_table(rows, subset)]
+    gaps = gap_rows(rows)
+    for subset in subsets:
+        for target in targets_with_curves(rows, subset):
+            png = plot(rows, subset, target, out_dir / "label_efficiency" / f"{target}__{subset.replace('/', '_')}.png")
+            written.append(png)
+            parts.append(f"<figure><img alt='{html.escape(target)} {html.escape(subset)}' src='{png_data_uri(png)}'>"
+                         f"<figcaption>{html.escape(target)} · {html.escape(subset)}</figcaption></figure>")
+    need_cols = list(needed[0]) if needed else []
+    gap_cols = list(gaps[0]) if gaps else []
+    md = ("## Label efficiency\n\nImages needed to reach 90 % of the F1@0.5 with the most training images "
+          "(seed means):\n\n" + markdown_table(needed, need_cols)
+          + "\n## Models compared on matched seeds (F1@0.5, percentage points)\n\n"
+          "'beyond seed noise': every matched seed's gap has the same sign and the mean gap exceeds twice the "
+          "sd of the gaps.\n\n" + (markdown_table(gaps, gap_cols) if gaps else "no two models share seeds\n"))
+    written.append(write_text(out_dir / "label_efficiency.md", md))
+    written.append(write_text(out_dir / "label_efficiency.json",
+                              json.dumps({"needed": needed, "seed_gaps": gaps}, indent=2) + "\n"))
+    parts += ["<h3>Images needed for 90 % of the all-images F1@0.5</h3>", html_table(needed, need_cols),
+              "<h3>Models on matched seeds</h3>", html_table(gaps, gap_cols) if gaps else "<p>none</p>"]
+    return written, "\n".join(parts)

@@ -505,16 +505,21 @@ class PredictionFile:
     target: str
     subset: str
     path: Path
+    trial: str = ""  # a --seeds/--train-images trial (``s1-n4``), else empty
 
 
 def prediction_files(run_dir: Path) -> list[PredictionFile]:
-    """Every predictions JSON of a run; a subset written as ``spec/test`` may be a nested folder."""
+    """Every predictions JSON of a run (``<mode>/<unit>/<subset>[.<trial>].json``; a subset written as
+    ``spec/test`` may be a nested folder). ``*.models.json`` (what predicted) are not predictions."""
     root = Path(run_dir) / "predictions"
     found = []
     for path in sorted(root.glob("*/*/**/*.json")):
-        rel = path.relative_to(root).with_suffix("")
-        mode, target, *subset = rel.parts
-        found.append(PredictionFile(mode=mode, target=target, subset="/".join(subset), path=path))
+        if path.name.endswith(".models.json"):
+            continue
+        mode, target, *subset = path.relative_to(root).with_suffix("").parts
+        last, _, trial = subset[-1].partition(".")
+        found.append(PredictionFile(mode=mode, target=target, subset="/".join([*subset[:-1], last]), path=path,
+                                    trial=trial))
     return found
 
 
@@ -579,7 +584,7 @@ def prediction_morphology_sets(cfg: Any, runs: Sequence[Path]) -> list[Morpholog
     from metrics.morphology import shapes
 
     found: dict[tuple[str, str], dict[str, list[Shape]]] = {}
-    files = [(run, f) for run in runs for f in prediction_files(run)]
+    files = [(run, f) for run in runs for f in prediction_files(run) if not f.trial]  # trials: label_efficiency
     for run, pf in tqdm(files, desc="prediction shapes", unit="file"):
         key = (pf.target, subset_ref(cfg, pf.subset))
         if key not in found:
@@ -848,7 +853,8 @@ def parse_results(results: Any, run_dir: Path) -> list[ResultRow]:
         rows.append(ResultRow(
             run=run_dir.name, model=str(raw["model"]), mode=str(raw["mode"]), target=str(raw["target"]),
             subset=str(raw["subset"]), status=str(raw["status"]), reason=str(raw.get("reason") or ""),
-            init=str(raw.get("init") or ""),
+            init=str(raw.get("init") or "") + (f" · seed {raw['seed']}, {raw['train_images']} train img"
+                                               if raw.get("train_images") is not None else ""),
             profile=str(raw.get("profile") or "") + (" (REHEARSAL)" if raw.get("rehearsal") else ""),
             n_images=None if n_images is None else int(n_images), scores=scores, ci=ci,
         ))
@@ -869,8 +875,8 @@ def parse_per_image(path: Path) -> dict[tuple[str, str, str, str], dict[str, tup
             raise DataError(f"{path}: columns {sorted(need - set(reader.fieldnames or ()))} missing; "
                             f"present: {reader.fieldnames}")
         for row in reader:
-            if float(row["threshold"]) != 0.5:
-                continue
+            if float(row["threshold"]) != 0.5 or row.get("trial"):
+                continue  # a --seeds/--train-images trial: compared on matched seeds (harness.efficiency_report)
             key = (row["mode"], row["target"], row["subset"], _gt_mode_name(row["gt_mode"]))
             out.setdefault(key, {})[row["image"]] = (int(row["tp"]), int(row["fp"]), int(row["fn"]))
     return out
@@ -978,7 +984,8 @@ def write_run_figures(
     figures = Figures(overlays=[], sheets=[], morphology=[])
     tiles: list[tuple[str, np.ndarray]] = []
     run_dir = out_dir / "overlays" / slugify(run.path.name)
-    files = sorted(prediction_files(run.path), key=lambda f: (f.target, f.subset, f.mode))
+    files = sorted((f for f in prediction_files(run.path) if not f.trial),  # trials are plotted as curves
+                   key=lambda f: (f.target, f.subset, f.mode))
     for pf in tqdm(files, desc=f"overlays {run.path.name}", unit="file"):
         gt = {s.file_name: s for s in target_gt(cfg, pf.subset, pf.target)}
         preds = load_predictions(pf.path)
@@ -1037,6 +1044,7 @@ def write_html(
     compare_notes: Sequence[str],
     sizes: Sequence[dict[str, Any]],
     figures: Figures,
+    efficiency_html: str = "",
 ) -> Path:
     """One self-contained page: tables and every figure embedded as base64 PNG (opens without a server)."""
     import time
@@ -1059,6 +1067,7 @@ def write_html(
               html_table(cmp_display, COMPARE_COLUMNS)]
     if compare_notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in compare_notes) + "</ul>")
+    parts.append(efficiency_html)  # label efficiency (runs with --train-images), else empty
     parts += ["<h2>Morphology (paper Figure 2)</h2><p class='note'>Eccentricity = short/long axis of the "
               "moment ellipse; solidity = area / convex-hull area.</p>",
               html_table(sizes, [c for c in SIZE_COLUMNS if any(c in r for r in sizes)]),
@@ -1107,6 +1116,10 @@ def generate_report(
         written += write_table(all_rows, gt_mode, out_dir, missing)
     comparisons, notes = paired_comparisons(runs, n_boot=n_boot, seed=seed)
     written += write_comparisons(comparisons, notes, out_dir)
+    from harness.efficiency_report import write_section
+
+    efficiency_files, efficiency_html = write_section([r.path for r in runs], out_dir)
+    written += efficiency_files
 
     figs = Figures(overlays=[], sheets=[], morphology=[])
     sizes: list[dict[str, Any]] = []
@@ -1126,7 +1139,8 @@ def generate_report(
             written += write_size_tables(sizes, out_dir / "morphology")
     written += [p for _, p in (*figs.overlays, *figs.sheets, *figs.morphology)]
     written.append(
-        write_html(out_dir / "report.html", runs, tables, missing, comparisons, notes, sizes, figs))
+        write_html(out_dir / "report.html", runs, tables, missing, comparisons, notes, sizes, figs,
+                   efficiency_html))
     summary = {
         "runs": [str(r.path) for r in runs],
         "rows": {gt_mode: len(rows) for gt_mode, rows in tables.items()},

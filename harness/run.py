@@ -36,7 +36,7 @@ import yaml
 
 import adapters
 from harness import dataset as ds
-from harness import envs, integrity, keys, rehearsal
+from harness import efficiency, envs, integrity, keys, rehearsal
 from harness.checks import check_bench_spec
 from harness.classes import Unit, merge_classes, pred_categories, training_samples, units_of
 from harness.concurrency import run_dir_lock, stage_lock
@@ -71,6 +71,8 @@ class BenchSpec:
     config: Path | None = None  # a model YAML to use instead of configs/models/<model>.yaml
     threads: int | None = None  # torch CPU threads per stage; CPU results are bit-identical for the same value
     rehearse: int | None = None  # optimiser steps of a rehearsal (`harness.rehearsal`); None = a real run
+    seeds: Sequence[int] | None = None  # training seeds of the fine-tuned stages (`harness.efficiency`)
+    train_images: Sequence[int | str] | None = None  # nested training-set sizes (numbers of images, or "all")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in ``plan.json`` so any process or cluster job can rebuild the runner)."""
@@ -78,7 +80,10 @@ class BenchSpec:
                 "targets": list(self.targets) if self.targets else None, "modes": list(self.modes),
                 "out": str(self.out) if self.out else None, "seed": self.seed, "bootstrap": self.bootstrap,
                 "boundary": self.boundary, "config": str(self.config) if self.config else None,
-                "threads": self.threads, "rehearse": self.rehearse}
+                "threads": self.threads, "rehearse": self.rehearse,
+                # the experiment dimensions only when asked for: plans (and keys) of ordinary runs are unchanged
+                **({"seeds": list(self.seeds)} if self.seeds is not None else {}),
+                **({"train_images": list(self.train_images)} if self.train_images is not None else {})}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> BenchSpec:
@@ -138,6 +143,7 @@ class Stage:
     unit: str = ""
     ref: str = ""
     member: str = ""  # a train stage's fine-tuning init when the model YAML lists several (an ensemble)
+    trial: str = ""  # a fine-tuned stage's seed and training-set size (`Trial.tag`) under --seeds/--train-images
 
     @property
     def uses_gpu(self) -> bool:
@@ -146,7 +152,8 @@ class Stage:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "model": self.model, "deps": list(self.deps), "mode": self.mode,
-                "unit": self.unit, "ref": self.ref, "member": self.member}
+                "unit": self.unit, "ref": self.ref, "member": self.member,
+                **({"trial": self.trial} if self.trial else {})}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Stage:
@@ -171,6 +178,27 @@ def read_record(path: Path) -> dict[str, Any]:
 
 def _safe(ref: str) -> str:
     return ref.replace("/", "_")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One fine-tuning of a unit: its training seed and training-set size (None: the run's seed, every image).
+
+    The tag names it in stage ids and file names (``s1-n4``); an ordinary run has one untagged trial, so its
+    ids, files and keys are those of a run without the experiment dimensions.
+    """
+
+    seed: int
+    size: int | str | None = None
+
+    @property
+    def tag(self) -> str:
+        return "" if self.size is None else f"s{self.seed}-n{self.size}"
+
+    @property
+    def suffix(self) -> str:
+        """Appended to a fine-tuned stage's id tail and file stem: ``/s1-n4`` / ``.s1-n4`` (empty untagged)."""
+        return f"/{self.tag}" if self.tag else ""
 
 
 # --------------------------------------------------------------------------------------------- runner
@@ -224,6 +252,8 @@ class Runner:
             "modes": list(self.spec.modes),
             "device": self.device,
             "seed": self.spec.seed,
+            **({"seeds": list(self.spec.seeds)} if self.spec.seeds is not None else {}),
+            **({"train_images": list(self.spec.train_images)} if self.spec.train_images is not None else {}),
             "profile": self.spec.profile,
             "rehearsal": rehearsal.summary(self.rehearse),
             "evaluation": {"boundary": self.spec.boundary, "thresholds": [0.5, 0.75, 0.9],
@@ -268,11 +298,39 @@ class Runner:
             return None, f"scratch ({member} not found)"
         return member, f"pretrained:{member}{check.note()}"
 
-    def train_ids(self, unit: Unit) -> list[str]:
-        """The unit's train stages: one, or one per fine-tuning init of an ensemble (the id names the init)."""
+    def train_ids(self, unit: Unit, trial: Trial | None = None) -> list[str]:
+        """The unit's train stages: one, or one per fine-tuning init of an ensemble (the id names the init),
+        per trial (``--seeds``/``--train-images``: the id ends with the trial's tag)."""
         members = self.model_cfg.finetune_members()
         base = f"{self.spec.model}/train/{unit.name}"
-        return [base] if len(members) == 1 else [f"{base}/{m}" for m in members]
+        ids = [base] if len(members) == 1 else [f"{base}/{m}" for m in members]
+        return [i + (trial.suffix if trial else "") for i in ids]
+
+    def trials(self) -> list[Trial]:
+        """The fine-tunings of every unit: seeds × nested training-set sizes, or the run's one (untagged)."""
+        if self.spec.seeds is None and self.spec.train_images is None:
+            return [Trial(self.spec.seed)]
+        sizes = tuple(self.spec.train_images or (efficiency.ALL,))
+        efficiency.nested_subsets([s.name for s in self.split(self.data.train)], sizes, 0)  # sizes fit the split
+        return [Trial(seed, size) for seed in (self.spec.seeds or (self.spec.seed,)) for size in sizes]
+
+    def trial_of(self, stage: Stage) -> Trial:
+        """A stage's trial (zero-shot and results stages: the run's untagged one)."""
+        if not stage.trial:
+            return Trial(self.spec.seed)
+        return next(t for t in self.trials() if t.tag == stage.trial)
+
+    def train_subset(self, trial: Trial) -> list[Sample]:
+        """The training images of a trial: its seed's nested subset of the train split (all when untagged)."""
+        samples = self.split(self.data.train)
+        if trial.size is None:
+            return samples
+        names = set(efficiency.nested_subsets([s.name for s in samples], (trial.size,), trial.seed)[trial.size])
+        return [s for s in samples if s.name in names]
+
+    def subsets_record(self) -> dict[str, list[str]]:
+        """``trial tag → training image names`` (written to ``train_subsets.json`` of a run with trials)."""
+        return {t.tag: [s.name for s in self.train_subset(t)] for t in self.trials() if t.tag}
 
     def _member(self, stage: Stage) -> tuple[int, str | None]:
         """``(index, init)`` of a train stage's ensemble member (index 0, the only init, for a single model)."""
@@ -287,21 +345,23 @@ class Runner:
             for unit in self.units:
                 if mode == "zero_shot" and self.zero_shot(unit)[2]:
                     continue  # skipped rows are written by the results stage, with the reason
-                deps: tuple[str, ...] = ()
-                if mode == "finetuned":
-                    members = self.model_cfg.finetune_members()
-                    names = [m or "" for m in members] if len(members) > 1 else [""]
-                    trains = [Stage(sid, "train", model, unit=unit.name, member=m)
-                              for sid, m in zip(self.train_ids(unit), names, strict=True)]
-                    out += trains
-                    deps = tuple(t.id for t in trains)
-                for ref in self.refs(unit):
-                    tail = f"{mode}/{unit.name}/{_safe(ref)}"
-                    predict = Stage(f"{model}/predict/{tail}", "predict", model, deps, mode, unit.name, ref)
-                    evaluate = Stage(f"{model}/evaluate/{tail}", "evaluate", model, (predict.id,), mode, unit.name,
-                                     ref)
-                    out += [predict, evaluate]
-                    evaluations.append(evaluate.id)
+                for trial in self.trials() if mode == "finetuned" else [Trial(self.spec.seed)]:
+                    deps: tuple[str, ...] = ()
+                    if mode == "finetuned":
+                        members = self.model_cfg.finetune_members()
+                        names = [m or "" for m in members] if len(members) > 1 else [""]
+                        trains = [Stage(sid, "train", model, unit=unit.name, member=m, trial=trial.tag)
+                                  for sid, m in zip(self.train_ids(unit, trial), names, strict=True)]
+                        out += trains
+                        deps = tuple(t.id for t in trains)
+                    for ref in self.refs(unit):
+                        tail = f"{mode}/{unit.name}/{_safe(ref)}{trial.suffix}"
+                        predict = Stage(f"{model}/predict/{tail}", "predict", model, deps, mode, unit.name, ref,
+                                        trial=trial.tag)
+                        evaluate = Stage(f"{model}/evaluate/{tail}", "evaluate", model, (predict.id,), mode,
+                                         unit.name, ref, trial=trial.tag)
+                        out += [predict, evaluate]
+                        evaluations.append(evaluate.id)
         out.append(Stage(f"{model}/results", "results", model, tuple(evaluations)))
         return out
 
@@ -342,13 +402,15 @@ class Runner:
         """A stage's own inputs, by content: settings it uses, digests of the data and weights files it reads."""
         if stage.kind == "results":
             return {"config": self.resolved_config()}
-        cfg, seed, unit = self.model_cfg, self.spec.seed, self.unit(stage.unit)
+        cfg, seed, unit = self.model_cfg, self.trial_of(stage).seed, self.unit(stage.unit)
         if stage.kind == "train":  # predict-only params do not change a training
             k, member = self._member(stage)
             init = self.finetune_init(member)[0]
             params = {name: v for name, v in cfg.params.items() if name not in self.cls.predict_params}
+            subset = ({"train_images": [s.name for s in self.train_subset(self.trial_of(stage))]}
+                      if stage.trial else {})
             return {"params": params, "schedule": cfg.train, "init": [init, keys.weights_digest(init)],
-                    "unit": unit.train_as, "seed": seed + k,
+                    "unit": unit.train_as, "seed": seed + k, **subset,
                     "data": keys.data_digest(self.data, [self.data.train, self.data.valid])}
         if stage.kind == "predict":
             zero = stage.mode == "zero_shot"
@@ -359,7 +421,8 @@ class Runner:
                     "data": keys.data_digest(self.data, [stage.ref], annotations=False)}
         part = self.data.targets_of(stage.ref)  # evaluate
         targets = {t: [list(part[t]), pred_categories(unit, t, self.data)] for t in unit.targets if t in part}
-        return {"boundary": self.spec.boundary, "bootstrap": self.spec.bootstrap, "seed": seed, "gt_modes": GT_MODES,
+        return {"boundary": self.spec.boundary, "bootstrap": self.spec.bootstrap, "seed": self.spec.seed,
+                "gt_modes": GT_MODES, **({"trial": stage.trial} if stage.trial else {}),
                 "targets": targets, "merge_iou": cfg.merge_iou,
                 "gt": keys.data_digest(self.data, [stage.ref], images=False)}
 
@@ -459,23 +522,30 @@ class Runner:
 
     def _stage_train(self, stage: Stage) -> dict[str, Path]:
         """Fine-tune one unit (one ensemble member) from its init (random when absent, recorded as scratch)."""
-        unit = self.unit(stage.unit)
+        unit, trial = self.unit(stage.unit), self.trial_of(stage)
         k, member = self._member(stage)
         weights, init = self.finetune_init(member)
         if weights is None and member:
             logger.warning("fine-tuning %s from random init: weights %s not found (c6bench weights fetch %s)",
                            unit.name, member, member)
-        _seed_everything(self.spec.seed + k)  # member k of an ensemble: its own seed, so random inits differ
+        _seed_everything(trial.seed + k)  # member k of an ensemble: its own seed, so random inits differ
         schedule = dict(self.model_cfg.train)
+        if stage.trial and isinstance(schedule.get("seed"), int):
+            schedule["seed"] = trial.seed  # a trial's seed replaces the schedule's (the experiment dimension)
         if k and isinstance(schedule.get("seed"), int):
             schedule["seed"] += k  # adapters that still read a schedule seed (cellseg1); they move to adapter.seed
-        adapter = self.cls.build(self.model_cfg.params, weights=weights, device=self.device, seed=self.spec.seed + k)
-        train = training_samples(self.split(self.data.train), unit)
+        adapter = self.cls.build(self.model_cfg.params, weights=weights, device=self.device, seed=trial.seed + k)
+        subset = self.train_subset(trial)
+        train = training_samples(subset, unit)
         valid = training_samples(self.split(self.data.valid), unit)
-        work = self.run_dir / "checkpoints" / unit.name / stage.member / f"work-{self.key(stage)}"
+        work = self.run_dir / "checkpoints" / unit.name / stage.member / stage.trial / f"work-{self.key(stage)}"
+        if stage.trial:
+            logger.info("trial %s: seed %d, %d training image(s): %s", stage.trial, trial.seed, len(subset),
+                        ", ".join(s.name for s in subset))
         checkpoint = adapter.train(train, valid, work, **schedule)
         used = [integrity.check(weights).to_dict()] if weights else []
-        write_json(work / "init.json", {"init": init, "weights": used})
+        extra = {"seed": trial.seed, "train_images": [s.name for s in subset]} if stage.trial else {}
+        write_json(work / "init.json", {"init": init, "weights": used, **extra})
         return {"checkpoint": Path(checkpoint), "init": work / "init.json"}
 
     def _stage_predict(self, stage: Stage) -> dict[str, Path]:
@@ -488,27 +558,29 @@ class Runner:
 
         unit = self.unit(stage.unit)
         params, device = self.model_cfg.params, self.device
-        _seed_everything(self.spec.seed)
+        _seed_everything(self.trial_of(stage).seed)
+        stem = _safe(stage.ref) + (f".{stage.trial}" if stage.trial else "")
         if stage.mode == "zero_shot":
             params = {**params, **self.model_cfg.zero_shot_params}  # what the zero-shot rows run (config)
             names = self.zero_shot(unit)[0]
             checks = [integrity.check(name) for name in names]
             paths, used = [c.path for c in checks], [c.to_dict() for c in checks]
-            adapter = self.cls.build(params, weights=names[0] if len(names) == 1 else None, device=device)
+            adapter = self.cls.build(params, weights=names[0] if len(names) == 1 else None, device=device,
+                                     seed=self.trial_of(stage).seed)
         else:
             paths = [self.output(rec, "checkpoint") for rec in self._dependencies(stage, "train")]
             used = []
-            adapter = self.cls.build(params, weights=None, device=device)
+            adapter = self.cls.build(params, weights=None, device=device, seed=self.trial_of(stage).seed)
         if len(paths) > 1:
             adapter.load_ensemble(paths)
         elif stage.mode != "zero_shot":
             adapter.load(paths[0])
-        models = self.run_dir / "predictions" / stage.mode / unit.name / f"{_safe(stage.ref)}.models.json"
+        models = self.run_dir / "predictions" / stage.mode / unit.name / f"{stem}.models.json"
         write_json(models, {"models": [os.path.relpath(p, self.run_dir) if stage.mode != "zero_shot" else str(p)
                                        for p in paths], "ensemble": len(paths) > 1, "weights": used,
                             # how zero-shot weights run, in the adapter's words (appended to the row's init)
                             "run_note": adapter.run_note if stage.mode == "zero_shot" else ""})
-        path = self.run_dir / "predictions" / stage.mode / unit.name / f"{_safe(stage.ref)}.json"
+        path = self.run_dir / "predictions" / stage.mode / unit.name / f"{stem}.json"
         predicted, categories = [], list(unit.train_as)
         for sample in tqdm(self.split(stage.ref), desc=f"predict {stage.mode}/{unit.name}/{stage.ref}",
                            unit="image"):
@@ -527,7 +599,7 @@ class Runner:
         """Score one subset's predictions for every target of the unit annotated there, both GT modes."""
         unit = self.unit(stage.unit)
         pred_path = self.output(self._dependency(stage, "predict"), "predictions")
-        init = self._init_of(stage.mode, unit, self._dependency(stage, "predict"))
+        init = self._init_of(stage.mode, unit, self._dependency(stage, "predict"), self.trial_of(stage))
         gt = self.split(stage.ref)
         part_targets = self.data.targets_of(stage.ref)
         pred, _ = load_coco(pred_path, images_dir=None)
@@ -539,7 +611,8 @@ class Runner:
             pred_cats = pred_categories(unit, target, self.data)
             if not pred_cats:  # e.g. type_a for a model that learns [cells, soma]: nothing to score, not zero
                 rows.append(self._row(stage.mode, target, stage.ref, "skipped", f"{self.spec.model} learns the "
-                                      f"classes {', '.join(unit.train_as)}; none of them counts for {target}", init))
+                                      f"classes {', '.join(unit.train_as)}; none of them counts for {target}", init,
+                                      trial=self.trial_of(stage)))
                 continue
             kept = [g.with_instances(i for i in pred_by_name[g.file_name].instances if i.category in pred_cats)
                     if g.file_name in pred_by_name else g.with_instances(()) for g in gt]
@@ -555,18 +628,20 @@ class Runner:
                 for r in ev.per_image_rows():
                     per_image.append({"model": self.spec.model, "mode": stage.mode, "subset": stage.ref,
                                       "gt_mode": gt_mode, **r})
-            rows.append(self._row(stage.mode, target, stage.ref, "ok", "", init, metrics, len(gt)))
-        path = self.run_dir / "evaluations" / stage.mode / unit.name / f"{_safe(stage.ref)}.json"
+            rows.append(self._row(stage.mode, target, stage.ref, "ok", "", init, metrics, len(gt),
+                                  self.trial_of(stage)))
+        path = (self.run_dir / "evaluations" / stage.mode / unit.name
+                / f"{_safe(stage.ref)}{'.' + stage.trial if stage.trial else ''}.json")
         write_json(path, {"rows": rows, "per_image": per_image})
         return {"evaluation": path}
 
-    def _init_of(self, mode: str, unit: Unit, predict: dict[str, Any]) -> str:
+    def _init_of(self, mode: str, unit: Unit, predict: dict[str, Any], trial: Trial) -> str:
         if mode == "zero_shot":
             models = self.output(predict, "models") if "models" in predict.get("outputs", {}) else None
             note = json.loads(models.read_text()).get("run_note", "") if models and models.is_file() else ""
             return self.zero_shot(unit)[1] + note
         inits = []
-        for sid, member in zip(self.train_ids(unit), self.model_cfg.finetune_members(), strict=True):
+        for sid, member in zip(self.train_ids(unit, trial), self.model_cfg.finetune_members(), strict=True):
             rec = self.record(self.stage(sid))
             done = "init" in rec.get("outputs", {})
             inits.append(json.loads(self.output(rec, "init").read_text())["init"] if done
@@ -592,6 +667,7 @@ class Runner:
         per_image: list[dict[str, Any]] = []
         seconds: dict[str, float] = {}
         imported: dict[str, dict[str, str]] = {}
+        tagged = bool(self.trials()[0].tag)  # --seeds/--train-images: rows and per-image records name their trial
         for mode in self.spec.modes:
             for unit in self.units:
                 if mode == "zero_shot":
@@ -599,14 +675,15 @@ class Runner:
                     if reason:
                         rows += self._skip(mode, unit, reason, init)
                         continue
-                for ref in self.refs(unit):
-                    ev = self.stage(f"{self.spec.model}/evaluate/{mode}/{unit.name}/{_safe(ref)}")
-                    rec = self.record(ev)
-                    if rec.get("state") != "done":
-                        raise ConfigError(f"{ev.id} is not done; run the bench again to resume")
-                    data = json.loads(self.output(rec, "evaluation").read_text())
-                    rows += data["rows"]
-                    per_image += data["per_image"]
+                for trial in self.trials() if mode == "finetuned" else [Trial(self.spec.seed)]:
+                    for ref in self.refs(unit):
+                        ev = self.stage(f"{self.spec.model}/evaluate/{mode}/{unit.name}/{_safe(ref)}{trial.suffix}")
+                        rec = self.record(ev)
+                        if rec.get("state") != "done":
+                            raise ConfigError(f"{ev.id} is not done; run the bench again to resume")
+                        data = json.loads(self.output(rec, "evaluation").read_text())
+                        rows += data["rows"]
+                        per_image += [{**r, "trial": trial.tag} if tagged else r for r in data["per_image"]]
         for done in self.stages():
             rec = self.record(done)
             if done.kind != "results" and rec.get("state") == "done":
@@ -614,14 +691,20 @@ class Runner:
                 if rec.get("imported"):
                     imported[done.id.split("/", 1)[1]] = rec["imported"]
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
+        if self.trials()[0].tag:
+            write_json(self.run_dir / "train_subsets.json", self.subsets_record(), indent=1)
         self._write_results(rows, per_image, seconds, imported)
         return {"results": self.run_dir / "results.json"}
 
     def _row(self, mode: str, target: str, ref: str, status: str, reason: str, init: str,
-             metrics: dict[str, Any] | None = None, n_images: int | None = None) -> dict[str, Any]:
+             metrics: dict[str, Any] | None = None, n_images: int | None = None, trial: Trial | None = None
+             ) -> dict[str, Any]:
+        dims = {}  # a trial's seed and training-set size (images), only in runs with --seeds/--train-images
+        if trial is not None and trial.tag:
+            dims = {"seed": trial.seed, "train_images": len(self.train_subset(trial))}
         return {"model": self.spec.model, "mode": mode, "target": target, "subset": ref, "status": status,
                 "reason": reason, "init": init, "profile": self.spec.profile, "rehearsal": bool(self.rehearse),
-                "n_images": n_images,
+                "n_images": n_images, **dims,
                 "metrics": metrics or {}}
 
     def _skip(self, mode: str, unit: Unit, reason: str, init: str) -> list[dict[str, Any]]:
@@ -646,7 +729,10 @@ class Runner:
                                                    "data": self.data.name,
                                                    "rehearsal": rehearsal.summary(self.rehearse), "rows": rows})
         write_text(self.run_dir / "results.csv", results_csv(rows))
-        write_text(self.run_dir / "results.md", results_markdown(rows, rehearse=self.rehearse))
+        markdown = results_markdown(rows, rehearse=self.rehearse)
+        if self.trials()[0].tag:
+            markdown += "\n" + efficiency.seeds_markdown(rows)
+        write_text(self.run_dir / "results.md", markdown)
         write_text(self.run_dir / "per_image.csv", _csv(per_image))
 
 
@@ -668,11 +754,13 @@ COLUMNS = (("P@0.5", "0.5", "precision"), ("R@0.5", "0.5", "recall"), ("F1@0.5",
 
 def flat_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat record per result row: identity columns + the six scores for each GT mode (fractions)."""
-    out = []
+    out, trials = [], any("train_images" in row for row in rows)
     for row in rows:
         flat = {k: row[k] for k in ("model", "mode", "target", "subset", "status", "reason", "init", "profile")}
         flat["rehearsal"] = bool(row.get("rehearsal"))
         flat["n_images"] = row["n_images"]
+        if trials:  # a run with --seeds/--train-images (zero-shot rows: empty)
+            flat["seed"], flat["train_images"] = row.get("seed"), row.get("train_images")
         for gt_mode in GT_MODES:
             pooled = row["metrics"].get(gt_mode, {}).get("pooled", {})
             for name, threshold, key in COLUMNS:
@@ -705,7 +793,8 @@ def results_markdown(rows: Sequence[dict[str, Any]], rehearse: int | None = None
                   "| model | mode | target | subset | init | " + " | ".join(c[0] for c in COLUMNS) + " |",
                   "|---|---|---|---|---|" + "---:|" * len(COLUMNS)]
         for row in rows:
-            head = f"| {row['model']} | {row['mode']} | {row['target']} | {row['subset']} | {row['init']} |"
+            trial = f" · seed {row['seed']}, {row['train_images']} train img" if "train_images" in row else ""
+            head = f"| {row['model']} | {row['mode']} | {row['target']} | {row['subset']} | {row['init']}{trial} |"
             if row["status"] != "ok":
                 lines.append(head + f" skipped: {row['reason']} |" + " |" * (len(COLUMNS) - 1))
                 continue

@@ -34,7 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=path_arg, default=None,
                         help="run dir (default runs/<time>_<model>); an existing one is resumed")
     parser.add_argument("--resume", type=path_arg, default=None, help="resume this run dir (same as --out)")
-    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--seed", type=int_at_least(0), default=0,
+                        help="seed of training, prediction and the bootstrap (with --seeds: zero-shot and bootstrap)")
+    parser.add_argument("--seeds", type=_seeds, default=None, metavar="S,S,...",
+                        help="fine-tune once per training seed (e.g. 0,1,2); zero-shot rows are not repeated")
+    parser.add_argument("--train-images", type=_sizes, default=None, metavar="N,N,...,all",
+                        help="fine-tune on nested, seeded subsets of the training split of these sizes "
+                             "(e.g. 1,2,4,8,all); each seed draws its own chain (train_subsets.json)")
     parser.add_argument("--bootstrap", type=int_at_least(0), default=1000,
                         help="bootstrap resamples for 95%% intervals (0 = off)")
     parser.add_argument("--boundary", type=int_at_least(0), default=2,
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         model=m, data=args.data, profile=args.profile, device=args.device, targets=args.targets, modes=modes,
         out=root if len(models) == 1 else root / m, seed=args.seed, bootstrap=args.bootstrap,
         boundary=args.boundary, config=configs.get(m), threads=args.threads, rehearse=args.rehearse,
+        seeds=args.seeds, train_images=args.train_images,
     )) for m in models]
     ensure_dir(root)
     with run_dir_lock(root):  # a second bench on this --out fails here, before touching plan.json
@@ -107,6 +114,24 @@ def _launch(args: argparse.Namespace, plan: Any, runners: list[Any]) -> int:
     for runner in runners:
         sys.stdout.write((runner.run_dir / "results.md").read_text() + f"\nrun dir: {runner.run_dir}\n")
     return 0
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    from harness.efficiency import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+
+def _sizes(text: str) -> tuple[int | str, ...]:
+    from harness.efficiency import parse_sizes
+
+    try:
+        return parse_sizes(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
 
 
 def _models(text: str) -> list[str]:
