@@ -47,7 +47,8 @@ EVALUATED = ("spec/test", "gen/test")
 
 
 def _step(cmd: Sequence[str], log: Path, env: dict[str, str]) -> dict[str, float]:
-    """Run one command; its wall time and peak RSS (MB). A failure raises with the end of its log."""
+    """Run one command; its wall time, CPU time (user + system: what a shared machine does not inflate) and
+    peak RSS (MB). A failure raises with the end of its log."""
     start = time.perf_counter()
     with log.open("w") as handle:
         proc = subprocess.Popen(list(cmd), stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -57,7 +58,8 @@ def _step(cmd: Sequence[str], log: Path, env: dict[str, str]) -> dict[str, float
     if proc.returncode != 0:
         tail = log.read_text().splitlines()[-5:]
         raise RuntimeError(f"{' '.join(cmd[2:5])} exited {proc.returncode}: " + " | ".join(tail))
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def _c6(*args: str) -> list[str]:
@@ -231,6 +233,7 @@ def scenario(work: Path, full: bool = False, seed: int = 0) -> dict[str, Any]:
         "spec_train_instances": sum(one["instances"].values()),
         "steps": steps,
         "wall_s": round(sum(s["wall_s"] for s in steps.values()), 1),
+        "cpu_s": round(sum(s["cpu_s"] for s in steps.values()), 1),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in steps.values()),
         "disk_mb": {
             "zip": zip_mb,

@@ -277,11 +277,16 @@ def _label_lines(sample: Sample, class_index: Mapping[str, int]) -> tuple[list[s
     return lines, skipped
 
 
+#: zlib level of the exported PNGs (lossless at any level): at 2592×1944, level 1 writes in 0.33 s what the
+#: default 6 writes in 1.2 s, for 20 % more bytes (75 images: ~25 s instead of ~85 s).
+PNG_LEVEL = 1
+
+
 def _write_png(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=PNG_LEVEL)
 
 
 def write_yolo_dataset(splits: Mapping[str, Sequence[Sample]], out_dir: Path, classes: Sequence[str]) -> Path:
