@@ -11,37 +11,27 @@ As for cyto3, one single-class model per target, trained on priority-resolved la
 (`harness.convert.label_map`); prediction at full resolution (``diameter`` None: no rescaling), scores = mean
 cell probability. Fine-tuning follows the authors' recommendation (cellpose 4 ``docs/train.rst``: AdamW,
 learning rate 1e-5, weight decay 0.1, 100 epochs, batch 1, 256-px crops; ``train_seg``'s defaults). The
-network is built by `adapters._upstream.cpsam`: the released ViT-L from a file, or random init of the encoder named by
-``scratch_encoder`` (``small`` = 4 blocks, width 256: the quick profile's CPU-sized variant of the same
-class).
-
-Offline as the cellpose adapter: weights are resolved to a checked local file before cellpose sees them,
-``CELLPOSE_LOCAL_MODELS_PATH`` points at an empty harness folder, and ``cellpose.utils.download_url_to_file``
-is replaced by a guard, so cellpose's silent "model not found, using default model" download cannot happen.
+network is built by `adapters._upstream.cpsam`: the released ViT-L from a file, or random init of the encoder
+named by ``scratch_encoder`` (``small`` = 4 blocks, width 256: the quick profile's CPU-sized variant). What it
+shares with the cellpose adapter (offline import, training arrays, ``train_seg``, ``eval``, scores) is
+`adapters._upstream.cellpose_common`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from adapters import register
-from adapters.base import Adapter
-from adapters.cellpose import LABEL_RULES, _EpochProgress, _guarded_download, instances_with_scores
-from harness.errors import ConfigError, DataError
-from harness.weights import WeightSpec, cache_dir, resolve
+from adapters._upstream.cellpose_common import LABEL_RULES, CellposeBase, import_cellpose
+from harness.errors import ConfigError
+from harness.weights import WeightSpec, resolve
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from harness.data import Instance, Sample
+    from harness.data import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -59,51 +49,15 @@ CPSAM_V2 = WeightSpec(name="cpsam_v2", file="cpsam_v2", url=f"{_URL}/cpsam_v2", 
 
 
 def _cellpose() -> ModuleType:
-    """``cellpose.models`` of cellpose 4, its model folder pinned to an empty folder and downloads disabled.
-
-    Fails clearly in a process that has another cellpose (the project's cellpose 3): adapters of models with
-    an environment run through ``c6bench bench`` / ``c6bench stage``, which start it.
-    """
-    if "cellpose.models" not in sys.modules:
-        home = cache_dir() / "cellpose-home"
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ["CELLPOSE_LOCAL_MODELS_PATH"] = str(home)
-    import cellpose
-
-    if getattr(cellpose, "version", None) != CELLPOSE_VERSION:
-        raise ConfigError(
-            f"model cellpose_sam needs cellpose {CELLPOSE_VERSION}, but this process imported cellpose "
-            f"{getattr(cellpose, 'version', '?')} from {Path(cellpose.__file__).parent}; run it through "
-            "`c6bench bench` (its stages start under its environment: `c6bench env prepare cellpose_sam`)"
-        )
-    silence = logging.getLogger("cellpose")  # cellpose 4.2 warns at import that its optional DINO is absent
-    level = silence.level
-    silence.setLevel(logging.ERROR)
-    try:
-        import cellpose.models
-        import cellpose.utils
-    finally:
-        silence.setLevel(level)
-    cellpose.utils.download_url_to_file = _guarded_download
-    return cellpose.models
-
-
-@contextlib.contextmanager
-def _quiet_upstream() -> Iterator[None]:
-    """cellpose 4 warns on every CPU call that float32 autocast is off, torch that sparse checks are off."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="In CPU autocast", category=UserWarning)
-        warnings.filterwarnings("ignore", message="Sparse invariant checks", category=UserWarning)
-        yield
+    """``cellpose.models`` of cellpose 4 (offline: `import_cellpose`); another cellpose fails clearly."""
+    return import_cellpose("cellpose_sam", CELLPOSE_VERSION)
 
 
 @register("cellpose_sam")
-class CellposeSAMAdapter(Adapter):
+class CellposeSAMAdapter(CellposeBase):
     """Cellpose-SAM: SAM ViT encoder → flows + cell probability → label map; one model per target."""
 
     description = "Cellpose-SAM (cellpose 4: cpsam zero-shot; fine-tuned per target with train_seg)"
-    multiclass = False
-    needs_label_maps = True
     weights = (CPSAM, CPSAM_V2)
     requirements = (f"cellpose=={CELLPOSE_VERSION}",)
     predict_params = frozenset({"diameter", "flow_threshold", "cellprob_threshold", "min_size",
@@ -140,55 +94,37 @@ class CellposeSAMAdapter(Adapter):
         batch_size: 256-px tiles per network batch at prediction.
         augment, tile_overlap: test-time flip augmentation and tile overlap.
         bfloat16: network weights in bfloat16 (cellpose 4's default); None = on CUDA only (float32 on CPU).
-        scratch_encoder: the encoder built for random init (`adapters._upstream.cpsam.ENCODERS`): ``vit_l`` (the
-        released
-            size), ``small`` (4 blocks, width 256: CPU minutes) or ``tiny`` (1 block, width 64: smoke tests).
+        scratch_encoder: the encoder built for random init (`adapters._upstream.cpsam.ENCODERS`): ``vit_l``
+            (the released size), ``small`` (4 blocks, width 256: CPU minutes) or ``tiny`` (1 block, width 64).
             A weights file always brings its own size (read from its tensor shapes).
         label_rule, min_pixels: how overlapping annotations are flattened for training.
         """
         from adapters._upstream.cpsam import ENCODERS
 
         super().__init__(weights=weights, device=device)
-        name = "model 'cellpose_sam'"
-        if label_rule not in LABEL_RULES:
-            raise ConfigError(f"{name}: label_rule {label_rule!r} is not one of {', '.join(LABEL_RULES)}")
+        self.set_common(diameter=diameter, flow_threshold=flow_threshold,
+                        cellprob_threshold=cellprob_threshold, min_size=min_size, batch_size=batch_size,
+                        augment=augment, tile_overlap=tile_overlap, label_rule=label_rule,
+                        min_pixels=min_pixels)
         if scratch_encoder not in ENCODERS:
-            raise ConfigError(f"{name}: scratch_encoder {scratch_encoder!r} is not one of "
+            raise ConfigError(f"model 'cellpose_sam': scratch_encoder {scratch_encoder!r} is not one of "
                               f"{', '.join(ENCODERS)}")
-        if diameter is not None and not diameter > 0:
-            raise ConfigError(f"{name}: diameter must be > 0 pixels or null, got {diameter!r}")
-        if not 0.0 <= tile_overlap < 1.0 or not 0.0 < max_size_fraction <= 1.0:
-            raise ConfigError(f"{name}: tile_overlap must be in [0, 1) and max_size_fraction in (0, 1]")
-        if batch_size < 1 or min_size < 0 or min_pixels < 0:
-            raise ConfigError(f"{name}: batch_size must be >= 1, min_size and min_pixels >= 0")
-        self.diameter = diameter
-        self.flow_threshold, self.cellprob_threshold = float(flow_threshold), float(cellprob_threshold)
-        self.min_size, self.max_size_fraction = int(min_size), float(max_size_fraction)
-        self.batch_size, self.augment, self.tile_overlap = int(batch_size), bool(augment), float(tile_overlap)
-        self.bfloat16 = bfloat16
+        if not 0.0 < max_size_fraction <= 1.0:
+            raise ConfigError(f"model 'cellpose_sam': max_size_fraction must be in (0, 1], got "
+                              f"{max_size_fraction!r}")
+        self.max_size_fraction, self.bfloat16 = float(max_size_fraction), bfloat16
         self.scratch_encoder = scratch_encoder
-        self.label_rule, self.min_pixels = label_rule, int(min_pixels)
         self.weights_path: Path | None = resolve(weights) if weights else None
         if self.weights_path is not None:
             from adapters._upstream import cpsam
 
             cpsam.read(self.weights_path)
-        self._model: Any = None
 
     # ------------------------------------------------------------------ model
-
-    def _torch_device(self) -> Any:
-        import torch
-
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but torch sees no CUDA device; use cpu")
-        return torch.device(self.device)
 
     def model(self) -> Any:
         """The ``CellposeModel``: from a checked local file, or cellpose 4's CPSAM with random values."""
         if self._model is None:
-            import torch
-
             from adapters._upstream import cpsam
 
             _cellpose()
@@ -198,10 +134,7 @@ class CellposeSAMAdapter(Adapter):
                 self._model, encoder = cpsam.load(self.weights_path, device, bf16)
             else:
                 encoder = cpsam.ENCODERS[self.scratch_encoder]
-                net = cpsam.build(encoder, torch.float32).to(device)
-                if bf16:
-                    net.dtype = torch.bfloat16
-                self._model = cpsam.wrap(net, device, None)
+                self._model = cpsam.scratch(encoder, device, bf16)
             source = self.weights_path or "random init"
             logger.info("cellpose_sam model on %s from %s (%s, %s)", device, source, encoder.describe(),
                         "bfloat16" if bf16 else "float32")
@@ -223,19 +156,6 @@ class CellposeSAMAdapter(Adapter):
         self.weights_path, self._model = checkpoint, None
 
     # ------------------------------------------------------------------ train
-
-    @classmethod
-    def rehearsal_schedule(cls, schedule: dict[str, Any], steps: int) -> dict[str, Any]:
-        """`steps` optimiser steps that move the weights (as cellpose: train_seg's epoch 0 runs at LR 0)."""
-        batch = int(cls.full_schedule(schedule)["batch_size"])
-        return {**schedule, "epochs": steps + 1, "nimg_per_epoch": batch}
-
-    @classmethod
-    def schedule_size(cls, schedule: dict[str, Any], n_train: int) -> tuple[int, int]:
-        """Steps after epoch 0 (LR 0); samples = the 256-px crops of all epochs (``nimg_per_epoch`` each)."""
-        full = cls.full_schedule(schedule)
-        per_epoch = int(full["nimg_per_epoch"] or n_train)
-        return (full["epochs"] - 1) * -(-per_epoch // full["batch_size"]), full["epochs"] * per_epoch
 
     def train(
         self,
@@ -260,86 +180,14 @@ class CellposeSAMAdapter(Adapter):
         crops are 256 px (cpsam's fixed tile). The LR ramps up linearly over the first 10 epochs from 0, so
         ``epochs`` must be at least 2 for the weights to change.
         """
-        if epochs < 2:
-            raise ConfigError("cellpose_sam training needs epochs >= 2 (its LR warm-up uses LR 0 in epoch 0)")
-        model = self.model()
-        from cellpose import train as cp_train
+        return self.fit(train_samples, val_samples, out_dir, epochs=epochs, learning_rate=learning_rate,
+                        weight_decay=weight_decay, batch_size=batch_size, nimg_per_epoch=nimg_per_epoch,
+                        rescale=rescale, scale_range=scale_range, min_train_masks=min_train_masks,
+                        save_every=save_every, model_name=model_name)
 
-        train_images, train_labels = self._training_arrays(train_samples, "train", min_train_masks)
-        val_images, val_labels = self._training_arrays(val_samples, "validation", 1, required=False)
-        out_dir = Path(out_dir).resolve()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        logger.info("cellpose_sam: training on %d image(s) (%d validation) for %d epochs into %s",
-                    len(train_images), len(val_images), epochs, out_dir)
-        with _EpochProgress(epochs), _quiet_upstream():
-            filename, train_losses, _ = cp_train.train_seg(
-                model.net, train_data=train_images, train_labels=train_labels,
-                test_data=val_images or None, test_labels=val_labels or None, normalize=True,
-                save_path=str(out_dir), model_name=model_name, n_epochs=int(epochs),
-                learning_rate=float(learning_rate), weight_decay=float(weight_decay),
-                batch_size=int(batch_size), nimg_per_epoch=nimg_per_epoch, rescale=bool(rescale),
-                scale_range=float(scale_range),
-                min_train_masks=int(min_train_masks), save_every=int(save_every),
-            )
-        logger.info("cellpose_sam: final train loss %.4f; network saved to %s", float(train_losses[-1]),
-                    filename)
-        self.load(Path(filename))  # predict exactly as a fresh adapter that loads the file would
-        return Path(filename)
-
-    def _training_arrays(
-        self, samples: Sequence[Sample], what: str, min_masks: int, required: bool = True
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Float32 grayscale images and priority-resolved 2-D int32 label maps (train_seg normalises)."""
-        from tqdm import tqdm
-
-        from harness.convert import label_map
-        from harness.data import to_gray
-
-        images, labels, skipped = [], [], []
-        for sample in tqdm(samples, desc=f"cellpose_sam {what} label maps", unit="img"):
-            labels_k, resolution = label_map(sample, rule=self.label_rule, min_pixels=self.min_pixels)
-            if resolution.dropped:
-                logger.info("%s: %d instance(s) dropped while flattening overlaps (rule %s)", sample.name,
-                            len(resolution.dropped), self.label_rule)
-            if len(resolution.instances) < max(min_masks, 1):
-                skipped.append(f"{sample.name} ({len(resolution.instances)})")
-                continue
-            images.append(to_gray(sample.load_image()).astype("float32", copy=False))
-            labels.append(labels_k.astype("int32", copy=True))
-        if skipped:
-            logger.warning("cellpose_sam %s: %d of %d image(s) with fewer than %d instance(s) left out: %s",
-                           what, len(skipped), len(samples), max(min_masks, 1), ", ".join(skipped))
-        if required and not images:
-            raise DataError(f"cellpose_sam {what}: no image has at least {max(min_masks, 1)} instance(s) of "
-                            f"this target ({len(samples)} image(s) given); lower min_train_masks or check "
-                            "the target's categories")
-        return images, labels
-
-    # ------------------------------------------------------------------ predict
-
-    def predict(self, image: np.ndarray) -> list[Instance]:
-        """Full-resolution label map → instances, each scored by its mean cell probability (sigmoid)."""
-        masks, cellprob = self.predict_raw(image)
-        return instances_with_scores(masks, cellprob)
-
-    def predict_raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cellpose-SAM's label map and cell-probability logits for one image (both at full resolution)."""
-        from harness.data import to_gray
-
-        if image.ndim not in (2, 3):
-            raise DataError(f"cellpose_sam expects a 2-D grayscale or HxWx3 image, got shape {image.shape}")
-        model = self.model()
-        with _quiet_upstream():
-            masks, flows, _ = model.eval(
-                to_gray(image), diameter=self.diameter, flow_threshold=self.flow_threshold,
-                cellprob_threshold=self.cellprob_threshold, min_size=self.min_size,
-                max_size_fraction=self.max_size_fraction, batch_size=self.batch_size, augment=self.augment,
-                tile_overlap=self.tile_overlap, normalize=True,
-            )
-        if masks.shape != image.shape[:2] or flows[2].shape != image.shape[:2]:
-            raise DataError(f"cellpose_sam returned masks {masks.shape} for an image of shape "
-                            f"{image.shape[:2]}")
-        return masks, flows[2]
+    def eval_options(self) -> dict[str, Any]:
+        """The diameter as given (None: full resolution) and the large-mask cut."""
+        return {"diameter": self.diameter, "max_size_fraction": self.max_size_fraction}
 
     def versions(self) -> dict[str, str]:
         import cellpose

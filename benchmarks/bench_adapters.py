@@ -64,7 +64,8 @@ def _gt_label_map(sample: Sample) -> np.ndarray:
 
 def _cellpose_pair(image: np.ndarray, sample: Sample) -> Pair:
     import adapters
-    from adapters.cellpose import instances_with_scores
+    from adapters._upstream.cellpose_common import CATEGORY
+    from harness.convert import instances_from_logits
 
     adapter = adapters.get("cellpose").build({}, weights=None, device="cpu")
     model = adapter.model()  # the very same CellposeModel (random init) for both calls
@@ -80,7 +81,7 @@ def _cellpose_pair(image: np.ndarray, sample: Sample) -> Pair:
         adapter=lambda: adapter.predict(image),
         direct=lambda: model.eval(image, **settings),
         count_direct=lambda result: int(np.asarray(result[0]).max()),
-        extra={"postprocess_gt_s": lambda: instances_with_scores(gt, logits)},
+        extra={"postprocess_gt_s": lambda: instances_from_logits(gt, logits, CATEGORY)},
         notes={"direct": "CellposeModel.eval on the same model, image and settings (diameter, thresholds, "
                          "tiling); the adapter adds one crop + mean-probability score per instance",
                "gt_instances": int(gt.max()), "init": "random"},

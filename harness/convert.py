@@ -76,8 +76,10 @@ def _paint_order(instances: Sequence[Instance], rule: str) -> list[int]:
     return sorted(idx, key=lambda i: (-instances[i].area, i))  # smallest painted last; ties: later wins
 
 
-def _largest_piece(crop: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean crop (first one in raster order on ties)."""
+def largest_piece(crop: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a boolean crop (first one in raster order on ties).
+
+    Used here for the priority rule and by CellSeg1's mask generator (``min_mask_region_area``)."""
     from skimage.measure import label
 
     labels, n = label(crop, connectivity=2, return_num=True)
@@ -120,7 +122,7 @@ def resolve_priority(
                 {**record, "reason": f"hidden: fully covered by other instances (rule {rule})", "pixels": 0}
             )
             continue
-        piece = _largest_piece(owned)
+        piece = largest_piece(owned)
         n_piece = int(piece.sum())
         trimmed += n_owned - n_piece
         if n_piece < min_pixels:
@@ -190,6 +192,24 @@ def instances_from_label_map(
             )
         )
     return out
+
+
+def instances_from_logits(labels: np.ndarray, logits: np.ndarray, category: str) -> list[Instance]:
+    """`instances_from_label_map` scored by the mean of sigmoid(`logits`) over each instance's pixels.
+
+    The score of flow-based models (cellpose, Cellpose-SAM, MEDIAR): their mean cell probability. Logits are
+    clipped to ±50 first (float64), so no value overflows ``exp``.
+    """
+    from scipy import ndimage
+
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return []
+    prob = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -50.0, 50.0)))
+    means = ndimage.mean(prob, labels=labels, index=ids)
+    scores = {int(k): float(v) for k, v in zip(ids, means, strict=True)}
+    return instances_from_label_map(labels, category, scores)
 
 
 # --------------------------------------------------------------------------------------------- YOLO

@@ -157,6 +157,16 @@ def load(path: Path, device: Any, bfloat16: bool) -> tuple[Any, Encoder]:
     return wrap(net, device, str(path)), encoder
 
 
+def scratch(encoder: Encoder, device: Any, bfloat16: bool) -> Any:
+    """A ready ``CellposeModel`` around a CPSAM of `encoder` with random values (float32 built, then cast)."""
+    import torch
+
+    net = build(encoder, torch.float32).to(device)
+    if bfloat16:
+        net.dtype = torch.bfloat16
+    return wrap(net, device, None)
+
+
 def wrap(net: Any, device: Any, source: str | None) -> Any:
     """A ``CellposeModel`` around a network built here (cellpose's constructor insists on loading a file).
 

@@ -121,10 +121,11 @@ def test_train_predict_load_round_trip(train_sample: Sample, tmp_path: Path) -> 
 
 def test_zero_shot_through_the_real_loading_path(train_sample: Sample, own_weights_cache: Path) -> None:
     """A cellpose-format file under the cyto3 name is found by name and predicts exactly like cellpose."""
-    from adapters.cellpose import CellposeAdapter, _cellpose
+    from adapters._upstream.cellpose_common import import_cellpose
+    from adapters.cellpose import CellposeAdapter
     from harness import weights
 
-    models = _cellpose()
+    models = import_cellpose("cellpose")
     net = models.CellposeModel(gpu=False, pretrained_model=None, mkldnn=False).net
     path = weights.path_of("cyto3")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,10 +149,11 @@ def test_nuclei_file_without_diameter_keys_loads_as_cellpose_builtin_nuclei() ->
     """Older built-in files may lack diam_mean/diam_labels; cellpose uses 17 px for a nucleitorch_0 file."""
     import torch
 
-    from adapters.cellpose import CellposeAdapter, _cellpose
+    from adapters._upstream.cellpose_common import import_cellpose
+    from adapters.cellpose import CellposeAdapter
     from harness import weights
 
-    net = _cellpose().CellposeModel(gpu=False, pretrained_model=None, mkldnn=False).net
+    net = import_cellpose("cellpose").CellposeModel(gpu=False, pretrained_model=None, mkldnn=False).net
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("diam_")}
     path = weights.path_of("nuclei")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,11 +176,12 @@ def test_missing_weights_name_the_fetch_command() -> None:
 
 def test_a_wrong_path_never_downloads(tmp_path: Path) -> None:
     """The adapter stops at a missing file; cellpose's own fallback download is disabled by the guard."""
-    from adapters.cellpose import CellposeAdapter, _cellpose
+    from adapters._upstream.cellpose_common import import_cellpose
+    from adapters.cellpose import CellposeAdapter
 
     with pytest.raises(MissingWeightsError, match="does not exist"):
         CellposeAdapter(weights=str(tmp_path / "models" / "cyto3"))
-    models = _cellpose()
+    models = import_cellpose("cellpose")
     # Given a missing path, cellpose 3.1.1.3 logs a warning and downloads cyto3; the guard raises instead
     # (sockets are blocked too, but the guard fires before any connection is attempted).
     with pytest.raises(NetworkDisabledError, match="never downloads at run time"):
