@@ -14,7 +14,6 @@ CPU eval), ``channels=[0, 0]`` (grayscale; without it images would be normalised
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from adapters import register
 from adapters._upstream.cellpose_common import CellposeBase, import_cellpose
 from adapters._upstream.cellpose_files import check_cellpose_file, settle_diameters
+from adapters.base import WeightSpec
 from harness.errors import ConfigError
-from harness.weights import WeightSpec, resolve
 
 if TYPE_CHECKING:
     from harness.data import Sample
@@ -92,10 +91,9 @@ class CellposeAdapter(CellposeBase):
                         cellprob_threshold=cellprob_threshold, min_size=min_size, batch_size=batch_size,
                         augment=augment, tile_overlap=tile_overlap, label_rule=label_rule,
                         min_pixels=min_pixels)
-        self.weights_path: Path | None = None
         self._file_diameters: dict[str, Any] = {}
-        if weights:
-            self._use_file(resolve(weights))
+        if self.weights_path is not None:  # resolved and checked by TorchAdapter
+            self._use_file(self.weights_path)
 
     def _use_file(self, path: Path) -> None:
         """Check a network file and keep the diameters it holds (the tensors are loaded by cellpose)."""
@@ -107,7 +105,7 @@ class CellposeAdapter(CellposeBase):
         """The ``CellposeModel`` (built on first use from a checked local file, or randomly initialised)."""
         if self._model is None:
             models = import_cellpose(self.name)
-            device = self._torch_device()
+            device = self.torch_device()
             path = self.weights_path
             self._model = models.CellposeModel(
                 gpu=device.type == "cuda", device=device, pretrained_model=str(path) if path else None,
@@ -170,6 +168,3 @@ class CellposeAdapter(CellposeBase):
     def eval_options(self) -> dict[str, Any]:
         """Grayscale channels, and the diameter the model settled on (`prediction_diameter`)."""
         return {"channels": [0, 0], "diameter": self.prediction_diameter()}
-
-    def versions(self) -> dict[str, str]:
-        return {pkg: importlib.metadata.version(pkg) for pkg in ("cellpose", "torch")}

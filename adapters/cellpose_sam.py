@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from adapters import register
 from adapters._upstream.cellpose_common import LABEL_RULES, CellposeBase, import_cellpose
+from adapters.base import WeightSpec
 from harness.errors import ConfigError
-from harness.weights import WeightSpec, resolve
 
 if TYPE_CHECKING:
     from harness.data import Sample
@@ -114,8 +114,7 @@ class CellposeSAMAdapter(CellposeBase):
                               f"{max_size_fraction!r}")
         self.max_size_fraction, self.bfloat16 = float(max_size_fraction), bfloat16
         self.scratch_encoder = scratch_encoder
-        self.weights_path: Path | None = resolve(weights) if weights else None
-        if self.weights_path is not None:
+        if self.weights_path is not None:  # resolved and checked by TorchAdapter
             from adapters._upstream import cpsam
 
             cpsam.read(self.weights_path)
@@ -128,7 +127,7 @@ class CellposeSAMAdapter(CellposeBase):
             from adapters._upstream import cpsam
 
             _cellpose()
-            device = self._torch_device()
+            device = self.torch_device()
             bf16 = device.type == "cuda" if self.bfloat16 is None else self.bfloat16
             if self.weights_path is not None:
                 self._model, encoder = cpsam.load(self.weights_path, device, bf16)
@@ -188,9 +187,3 @@ class CellposeSAMAdapter(CellposeBase):
     def eval_options(self) -> dict[str, Any]:
         """The diameter as given (None: full resolution) and the large-mask cut."""
         return {"diameter": self.diameter, "max_size_fraction": self.max_size_fraction}
-
-    def versions(self) -> dict[str, str]:
-        import cellpose
-        import torch
-
-        return {"cellpose": str(cellpose.version), "torch": torch.__version__}

@@ -107,31 +107,22 @@ class ClassicalAdapter(Adapter):
         per setting; label maps are cached by image content and setting (`harness.cache`), so the other
         targets' searches and the zero-shot predictions segment nothing twice.
         """
-        from tqdm import tqdm
-
-        from harness.evaluate import evaluate
-        from metrics.scores import Counts
+        from harness.tuning import first_best, grid_f1
 
         target = next((i.category for s in train_samples for i in s.instances), "cells")
         grid = [(float(scale), int(distance)) for scale, distance in itertools.product(threshold_scales,
                                                                                       min_distances)]
-        totals = [Counts(0, 0, 0) for _ in grid]
-        for sample in tqdm(train_samples, desc="classical grid", unit="img"):
-            maps = self._grid_label_maps(sample.load_image(), grid)
-            for k, labels in enumerate(maps):
-                pred = sample.with_instances(instances_from_label_map(labels, target))
-                scores = evaluate([sample], [pred], {target: [target]}, thresholds=(0.5,))
-                totals[k] = totals[k] + scores.targets[target].pooled[0]
-        best = (-1.0, dict(self.params))
-        for (scale, distance), counts in zip(grid, totals, strict=True):
-            logger.debug("threshold_scale=%s min_distance=%s F1@0.5=%.4f", scale, distance, counts.f1)
-            if counts.f1 > best[0]:
-                best = (counts.f1, {**self.params, "threshold_scale": scale, "min_distance": distance})
-        self.params = best[1]
-        logger.info("classical: picked %s (train F1@0.5 %.3f)", {k: self.params[k] for k in _TUNED}, best[0])
+        f1s = grid_f1(train_samples, len(grid), lambda sample: [
+            instances_from_label_map(labels, target) for labels in self._grid_label_maps(sample.load_image(), grid)
+        ], [target], desc="classical grid")
+        for (scale, distance), f1 in zip(grid, f1s, strict=True):
+            logger.debug("threshold_scale=%s min_distance=%s F1@0.5=%.4f", scale, distance, f1)
+        best = first_best(f1s)
+        self.params = {**self.params, "threshold_scale": grid[best][0], "min_distance": grid[best][1]}
+        logger.info("classical: picked %s (train F1@0.5 %.3f)", {k: self.params[k] for k in _TUNED}, f1s[best])
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "classical.json"
-        write_text(path, json.dumps({"format": _FORMAT, "params": self.params, "train_f1": best[0]}, indent=2))
+        write_text(path, json.dumps({"format": _FORMAT, "params": self.params, "train_f1": f1s[best]}, indent=2))
         return path
 
     def load(self, checkpoint: Path) -> None:

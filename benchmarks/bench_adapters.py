@@ -155,8 +155,8 @@ def _mediar_pair(image: np.ndarray, sample: Sample) -> Pair:
 
 def _gt_candidates(sample: Sample, size: int) -> list[Any]:
     """The ground truth as CellSeg1 candidates at its work size (a realistic generator output for NMS + resize)."""
+    from adapters._upstream.cellseg1.amg import Candidate
     from adapters._upstream.cellseg1.augment import resize
-    from adapters.cellseg1 import Candidate
 
     sy, sx = size / sample.height, size / sample.width
     out = []
@@ -172,7 +172,8 @@ def _gt_candidates(sample: Sample, size: int) -> list[Any]:
 
 def _cellseg1_pair(image: np.ndarray, sample: Sample) -> Pair:
     import adapters
-    from adapters.cellseg1 import to_rgb_float
+    from adapters._upstream.cellseg1 import amg, nms
+    from adapters._upstream.cellseg1.tiles import squash, to_rgb_float
 
     params = {"image_size": 256, "scratch_variant": "small", "points_per_side": 16,
               "crop_n_layers": 0 if image.shape[0] <= QUICK_CROP else 1}  # --quick: the full view only
@@ -180,10 +181,16 @@ def _cellseg1_pair(image: np.ndarray, sample: Sample) -> Pair:
     rgb = to_rgb_float(image)
     gt_cands = _gt_candidates(sample, adapter.work_size)
     height, width = image.shape[:2]
+
+    def postprocess() -> list[Any]:
+        kept = nms.keep(gt_cands, 0.0, adapter.amg.mask_nms_thresh)
+        return amg.to_instances(kept, adapter.work_size, height, width, "cells")
+
     return Pair(adapter=lambda: adapter.predict(image),
-                direct=lambda: adapter._candidates(rgb, adapter.iou_thresh, adapter.n_layers),
+                direct=lambda: amg.candidates(adapter.model, squash(rgb, None, adapter.work_size)[0], adapter.amg,
+                                              adapter.iou_thresh, adapter.n_layers, adapter.device),
                 count_direct=len,
-                extra={"postprocess_gt_s": lambda: adapter._finish(gt_cands, 0.0, height, width, "cells")},
+                extra={"postprocess_gt_s": postprocess},
                 notes={"direct": "the adapter's generator built from segment_anything parts (image encoder, "
                                  "prompt encoder, mask decoder over the point grid and crop layers, its amg "
                                  "crop boxes/grids, same IoU and stability thresholds) = candidates before NMS; "

@@ -7,9 +7,9 @@ only what differs (its weights, how its network is built and loaded, its ``train
 cellpose is imported inside functions only, so this module loads under either cellpose version.
 
 Offline by construction (cellpose would otherwise download a built-in model in several situations):
-- weights are resolved by `harness.weights.resolve` to an existing file *before* cellpose sees them and
-  passed as an absolute ``str`` (cellpose silently falls back to downloading its default model when a path
-  does not exist, and slices the path as a string, so a ``Path`` breaks it);
+- weights are resolved (and integrity-checked) by `TorchAdapter` to an existing file *before* cellpose sees
+  them and passed as an absolute ``str`` (cellpose silently falls back to downloading its default model when a
+  path does not exist, and slices the path as a string, so a ``Path`` breaks it);
 - ``CELLPOSE_LOCAL_MODELS_PATH`` points at an empty, harness-owned folder before cellpose is imported (it is
   read at import), so no user model list or cached built-in model is picked up by name;
 - ``cellpose.utils.download_url_to_file`` — the one function through which cellpose downloads models — is
@@ -33,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from adapters.base import Adapter
+from adapters.torch_base import TorchAdapter
 from harness.errors import ConfigError, DataError, NetworkDisabledError
 from harness.weights import cache_dir
 
@@ -95,7 +95,7 @@ def quiet_upstream() -> Iterator[None]:
         yield
 
 
-class CellposeBase(Adapter):
+class CellposeBase(TorchAdapter):
     """A cellpose model: label maps in for ``train_seg``, ``eval``'s label map + cell probability out.
 
     Subclasses build the ``CellposeModel`` (`model`), load files (`load`) and pass their own ``train_seg``
@@ -104,6 +104,7 @@ class CellposeBase(Adapter):
 
     multiclass = False
     needs_label_maps = True
+    packages = ("cellpose", "torch")
 
     def set_common(self, *, diameter: float | None, flow_threshold: float, cellprob_threshold: float,
                    min_size: int, batch_size: int, augment: bool, tile_overlap: float, label_rule: str,
@@ -132,13 +133,6 @@ class CellposeBase(Adapter):
     def eval_options(self) -> dict[str, Any]:
         """``eval`` keywords beyond the shared post-processing params (diameter, channels, ...)."""
         raise NotImplementedError
-
-    def _torch_device(self) -> Any:
-        import torch
-
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but torch sees no CUDA device; use cpu")
-        return torch.device(self.device)
 
     # ------------------------------------------------------------------ train
 

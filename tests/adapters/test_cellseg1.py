@@ -19,9 +19,12 @@ from harness.errors import ConfigError, MissingWeightsError
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
-from adapters._upstream.cellseg1.loss import mask_bce  # noqa: E402
-from adapters._upstream.cellseg1.sam import build_sam, is_lora_key, resize_sam_state  # noqa: E402
-from adapters.cellseg1 import Candidate, mask_iou_nms  # noqa: E402
+from adapters._upstream.cellseg1 import amg, train  # noqa: E402
+from adapters._upstream.cellseg1.amg import Candidate  # noqa: E402
+from adapters._upstream.cellseg1.loss import mask_bce, prompt_loss  # noqa: E402
+from adapters._upstream.cellseg1.nms import mask_iou_nms  # noqa: E402
+from adapters._upstream.cellseg1.sam import build_sam, is_lora_key, parameter_counts, resize_sam_state  # noqa: E402
+from adapters._upstream.cellseg1.tiles import make_tiles  # noqa: E402
 
 SIZE = 128
 TINY = dict(variant="tiny", image_size=SIZE, train_scope="lora", points_per_side=6, crop_n_layers=0,
@@ -73,13 +76,13 @@ def test_only_lora_parameters_get_gradients_and_change(tmp_path: Path) -> None:
     assert len(trainable) == 2 * 4 + 7 * 2 * 2
 
     sample = disk_sample(tmp_path)
-    tiles = adapter._make_tiles([sample], SIZE, SIZE)
+    tiles = make_tiles([sample], SIZE, SIZE, "last", 10)
     rng = np.random.default_rng(0)
-    items = [adapter._augment_tile(tiles[0], rng, dict(max_points=30, neg_rate=0.5, min_cell_area=5,
-                                                       edge_distance=2), augmentation=False)]
+    items = [train.augment_tile(tiles[0], SIZE, rng, dict(max_points=30, neg_rate=0.5, min_cell_area=5,
+                                                          edge_distance=2), augmentation=False)]
     assert items[0].positive.sum() == 6 and (~items[0].positive).sum() == 3
     adapter.model.train()
-    adapter._loss(items).backward()
+    prompt_loss(adapter.model, items, "cpu").backward()
     for name, p in adapter.model.named_parameters():
         if name in trainable:
             if name.endswith(("b_q.weight", "b_v.weight", ".b.weight")):  # B sees A x != 0 on the first step
@@ -106,7 +109,7 @@ def test_checkpoint_holds_only_trained_tensors_and_reloads_to_identical_predicti
     assert set(blob["trained"]) == names
     assert blob["variant"] == "tiny" and blob["base_weights"] is None and blob["image_size"] == SIZE
     assert blob["selection"] == {}  # TINY fixes crop_n_layers and pred_iou_thresh: nothing to pick
-    counts = adapter.parameter_counts()
+    counts = parameter_counts(adapter.model)
     assert counts["trainable"] == sum(t.numel() for t in blob["trained"].values()) < counts["total"] / 10
 
     image = sample.load_image()
@@ -134,7 +137,8 @@ def test_threshold_is_picked_on_validation_by_f1(tmp_path: Path, monkeypatch: py
     for k in range(6):
         cands.append(Candidate(50 + 10 * (k % 2), 5 + 20 * k, np.ones((6, 6), bool), 0.6, 1.0))
     adapter = adapters.get("cellseg1")(**{**TINY, "pred_iou_thresh": None, "crop_n_layers": None})
-    monkeypatch.setattr(adapter, "_candidates", lambda rgb, floor, layers: [c for c in cands if c.iou >= floor])
+    monkeypatch.setattr(amg, "candidates", lambda sam, work, gen, floor, layers, device:
+                        [c for c in cands if c.iou >= floor])
     picked = pick_generator_settings(adapter, [sample], [0], (0.5, 0.7, 0.95))
     assert (picked["crop_n_layers"], picked["pred_iou_thresh"], picked["f1"]) == (0, 0.7, 1.0)
     assert picked["scores"]["0/0.5"] == pytest.approx(2 / 3)
@@ -187,7 +191,7 @@ def test_random_base_trains_everything_by_default_and_uses_the_scratch_variant(t
     cls = adapters.get("cellseg1")
     adapter = cls(**{**TINY, "variant": "vit_b", "scratch_variant": "tiny", "train_scope": "auto"})
     assert adapter.variant == "tiny" and adapter.train_scope == "all"
-    counts = adapter.parameter_counts()
+    counts = parameter_counts(adapter.model)
     assert counts["trainable"] == counts["total"]
     ckpt = adapter.train([disk_sample(tmp_path)], [], tmp_path / "run", **SCHEDULE)
     blob = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -227,13 +231,14 @@ def test_balanced_bce_gives_cell_and_background_pixels_equal_weight() -> None:
         mask_bce(logits, target, "focal")
 
 
-def test_balanced_fraction_is_checked_and_used(tmp_path: Path) -> None:
+def test_balanced_fraction_is_checked_and_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     adapter = adapters.get("cellseg1")(**TINY)
     with pytest.raises(ConfigError, match="balanced_fraction"):
         adapter.train([disk_sample(tmp_path)], [], tmp_path / "run", **SCHEDULE, balanced_fraction=1.5)
     seen = []
-    real = adapter._loss
-    adapter._loss = lambda items, dice, kind: seen.append(kind) or real(items, dice, kind)
+    real = prompt_loss
+    monkeypatch.setattr("adapters._upstream.cellseg1.loss.prompt_loss",
+                        lambda sam, items, device, dice, kind: seen.append(kind) or real(sam, items, device, dice, kind))
     adapter.train([disk_sample(tmp_path)], [], tmp_path / "run", **{**SCHEDULE, "epochs": 4},
                   balanced_fraction=0.5)
     assert seen == ["balanced_bce", "balanced_bce", "bce", "bce"]
@@ -260,8 +265,8 @@ def test_an_epoch_is_one_pass_over_all_tiles_duplicated_to_32(tmp_path: Path, mo
 
     monkeypatch.setattr(torch.optim.lr_scheduler.OneCycleLR, "__init__", cycle)
     adapter = adapters.get("cellseg1")(**{**TINY, "image_size": 64})
-    real_tile = adapter._augment_tile
-    monkeypatch.setattr(adapter, "_augment_tile", lambda tile, *a: drawn.update([id(tile[1])]) or real_tile(tile, *a))
+    real_tile = train.augment_tile
+    monkeypatch.setattr(train, "augment_tile", lambda tile, *a: drawn.update([id(tile[1])]) or real_tile(tile, *a))
     schedule = dict(SCHEDULE, epochs=3, batch_size=4, grad_accumulation=8, duplicate_data=32, tile_size=64)
     try:
         ckpt = adapter.train([disk_sample(tmp_path)], [], tmp_path / "run", **schedule)
@@ -319,15 +324,13 @@ def test_training_squashes_like_prediction_on_a_non_square_image(tmp_path: Path)
     tifffile.imwrite(tmp_path / "rect.tif", image)
     poly = np.array([[32, 24], [64, 24], [64, 72], [32, 72]], float)
     sample = Sample(tmp_path / "rect.tif", 96, 128, (Instance("cells", 96, 128, polygons=(poly,)),), file_name="r")
-    adapter = adapters.get("cellseg1")(**TINY)
-    (tile,) = adapter._make_tiles([sample], 64, 64)
+    (tile,) = make_tiles([sample], 64, 64, "last", 10)
     rgb, labels = tile
     assert rgb.shape == (64, 64, 3) and labels.shape == (64, 64)
     rows, cols = np.nonzero(labels)
     assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (16, 48, 16, 32)
     assert rgb[20, 20, 0] == 255.0 and rgb[5, 5, 0] == 0.0
-    adapter.work_size = 64  # what train() sets from resize_size
-    (inst,) = adapter._to_instances([Candidate(16, 16, np.ones((32, 16), bool), 0.9, 1.0)], 96, 128, "cell")
+    (inst,) = amg.to_instances([Candidate(16, 16, np.ones((32, 16), bool), 0.9, 1.0)], 64, 96, 128, "cell")
     assert inst.bbox == (24, 32, 72, 64)
 
 
@@ -358,8 +361,8 @@ def test_crop_layers_and_threshold_are_picked_together_and_recorded(tmp_path: Pa
     cls = adapters.get("cellseg1")
     adapter = cls(**{**TINY, "crop_n_layers": None, "pred_iou_thresh": None})
     seen = []
-    monkeypatch.setattr(adapter, "_candidates", lambda rgb, floor, layers: seen.append((floor, layers)) or
-                        [c for c in cands if c.iou >= floor and c.layer <= layers])
+    monkeypatch.setattr(amg, "candidates", lambda sam, work, gen, floor, layers, device:
+                        seen.append((floor, layers)) or [c for c in cands if c.iou >= floor and c.layer <= layers])
     with caplog.at_level(logging.INFO, logger="adapters._upstream.cellseg1.select"):
         ckpt = adapter.train([sample], [sample], tmp_path / "run",
                              **dict(SCHEDULE, crop_layers_grid=(0, 1, 2), threshold_grid=(0.5, 0.7, 0.8)))

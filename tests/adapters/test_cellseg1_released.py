@@ -22,8 +22,9 @@ pytest.importorskip("segment_anything")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from cellseg1_lora import layout_sam, released_layout, write_released_lora  # noqa: E402
 
+from adapters._upstream.cellseg1.checkpoint import save as save_checkpoint  # noqa: E402
 from adapters._upstream.cellseg1.released import load_released_lora  # noqa: E402
-from adapters._upstream.cellseg1.sam import add_lora, build_sam  # noqa: E402
+from adapters._upstream.cellseg1.sam import add_lora, build_sam, decode, embed  # noqa: E402
 
 SIZE = 128
 PARAMS = dict(variant="tiny", image_size=SIZE, points_per_side=4, crop_n_layers=0)
@@ -85,7 +86,7 @@ def reference_outputs(sam: torch.nn.Module, image: np.ndarray, points: np.ndarra
 
 def adapter_outputs(adapter, image: np.ndarray, points: np.ndarray) -> tuple[torch.Tensor, ...]:
     with torch.no_grad():
-        return adapter._decode(adapter._embed(image[None]), torch.as_tensor(points))
+        return decode(adapter.model, embed(adapter.model, image[None], "cpu"), torch.as_tensor(points))
 
 
 def test_released_lora_equals_its_deltas_merged_into_plain_sam(base, tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_released_lora_equals_its_deltas_merged_into_plain_sam(base, tmp_path: P
     assert adapter.run_note == f" + LoRA {lora_path} (CellSeg1 generator at {SIZE} px)"
 
     # a checkpoint saved on top of a released LoRA reloads it (the trained-tensor list holds LoRA only)
-    adapter.save(tmp_path / "ck.pt")
+    save_checkpoint(adapter, tmp_path / "ck.pt")
     fresh = cls(**PARAMS)
     fresh.load(tmp_path / "ck.pt")
     again, _ = adapter_outputs(fresh, image, points)
@@ -139,7 +140,7 @@ def test_foreign_and_mismatched_files_are_clear_config_errors(base, tmp_path: Pa
                                           r"it has image_encoder"):
         cls(weights=str(base_path), lora_checkpoint=str(base_path), **PARAMS).model  # noqa: B018
     own = tmp_path / "own.pt"
-    cls(weights=str(base_path), **PARAMS).save(own)
+    save_checkpoint(cls(weights=str(base_path), **PARAMS), own)
     with pytest.raises(ConfigError, match="checkpoint of this harness: use it as a fine-tuned checkpoint"):
         cls(weights=str(base_path), lora_checkpoint=str(own), **PARAMS).model  # noqa: B018
     text = tmp_path / "notes.pth"

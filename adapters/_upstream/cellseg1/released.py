@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters._upstream.cellseg1.sam import DECODER_ATTNS, VARIANTS
+from adapters.base import WeightSpec
 from harness.errors import ConfigError
-from harness.weights import WeightSpec
 
 if TYPE_CHECKING:
     import torch
@@ -144,3 +144,15 @@ def load_released_lora(model: nn.Module, path: Path, variant: str, rank: int) ->
         model.load_state_dict(converted, strict=False)
     logger.info("cellseg1: released LoRA %s loaded (SAM %s, rank %d, %d tensors)", path.name, variant, rank,
                 len(converted))
+
+
+def resolve_lora(lora: str | None, base: Path | None) -> Path | None:
+    """The local file of a released LoRA (a known name or a path); it needs the SAM `base` it was trained on."""
+    if lora is None:
+        return None
+    if base is None:
+        raise ConfigError(f"cellseg1: lora_checkpoint {lora} needs the SAM base it was trained on as weights "
+                          "(CellSeg1's released files: sam_vit_h)")
+    from harness.weights import resolve
+
+    return resolve(lora)

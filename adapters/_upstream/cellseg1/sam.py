@@ -19,9 +19,13 @@ import math
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from adapters.base import WeightSpec
 from harness.errors import ConfigError, MissingWeightsError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
     import torch
     from torch import nn
 
@@ -40,8 +44,31 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tiny": dict(embed_dim=64, depth=2, heads=2, global_attn=(1,), window=4, prompt_dim=32, mlp=64),
 }
 SAM_WEIGHTS = {"sam_vit_b": "vit_b", "sam_vit_l": "vit_l", "sam_vit_h": "vit_h"}
+SAM_LICENCE = "Apache-2.0 (Meta, segment-anything)"
+SCRATCH_SEED = 0  # random base models are rebuilt from this seed at load time (checked by a fingerprint)
 LORA_LEAVES = ("a_q", "b_q", "a_v", "b_v", "a", "b")
 DECODER_ATTNS = ("self_attn", "cross_attn_token_to_image", "cross_attn_image_to_token")
+
+
+def sam_specs() -> tuple[WeightSpec, ...]:
+    """Meta's released SAM checkpoints (1024 px; resized to the model size at load)."""
+    files = (("sam_vit_b", "sam_vit_b_01ec64.pth", "ViT-B, 375,042,383 bytes"),
+             ("sam_vit_l", "sam_vit_l_0b3195.pth", "ViT-L, 1,249,524,607 bytes"),
+             ("sam_vit_h", "sam_vit_h_4b8939.pth", "ViT-H, 2,564,550,879 bytes"))
+    return tuple(WeightSpec(name=name, file=file, url=f"https://dl.fbaipublicfiles.com/segment_anything/{file}",
+                            sha256=None, licence=SAM_LICENCE,
+                            description=f"Segment Anything {what} (1024 px; resized to 512 px at load)")
+                 for name, file, what in files)
+
+
+def check_variants(variant: str, scratch_variant: str | None, weights: str | None) -> None:
+    """Known variants, and SAM weights of the variant that is built on them (a `ConfigError` otherwise)."""
+    for v in (variant, scratch_variant or variant):
+        if v not in VARIANTS:
+            raise ConfigError(f"cellseg1: unknown variant {v!r}; choose one of {', '.join(VARIANTS)}")
+    if weights in SAM_WEIGHTS and SAM_WEIGHTS[weights] != variant:
+        raise ConfigError(f"cellseg1: weights {weights} are SAM {SAM_WEIGHTS[weights]} but variant is "
+                          f"{variant}; set params.variant: {SAM_WEIGHTS[weights]}")
 
 
 def _lora_pair(in_features: int, out_features: int, rank: int) -> tuple[nn.Linear, nn.Linear]:
@@ -190,3 +217,56 @@ def fingerprint(model: nn.Module) -> float:
     keys = ("image_encoder.patch_embed.proj.weight", "mask_decoder.iou_token.weight")
     state = model.state_dict()
     return float(sum(state[k].double().sum().item() for k in keys))
+
+
+def build_lora_sam(variant: str, image_size: int, sam_path: Path | None, lora_rank: int, lora_dropout: float,
+                   lora_path: Path | None, train_scope: str, device: str) -> tuple[nn.Module, float]:
+    """Base SAM (checkpoint or seeded random init) on CPU → LoRA (+ a released one) → device; and the base's
+    `fingerprint`. Random values come from `SCRATCH_SEED`, whatever the global generators hold."""
+    import torch
+
+    from adapters._upstream.cellseg1.released import load_released_lora
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SCRATCH_SEED)
+        sam = build_sam(variant, image_size)
+    if sam_path is not None:
+        load_sam_file(sam, sam_path, variant)
+    base_fingerprint = fingerprint(sam)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SCRATCH_SEED + 1)
+        add_lora(sam, lora_rank, lora_dropout)
+    if lora_path is not None:
+        load_released_lora(sam, lora_path, variant, lora_rank)
+    if train_scope == "all":
+        for p in sam.parameters():
+            p.requires_grad_(True)
+    return sam.to(device).eval(), base_fingerprint
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable and total parameters."""
+    params = list(model.parameters())
+    return {"trainable": sum(p.numel() for p in params if p.requires_grad), "total": sum(p.numel() for p in params)}
+
+
+def embed(sam: nn.Module, images: np.ndarray, device: str) -> torch.Tensor:
+    """(B, S, S, 3) float 0..255 → image embeddings."""
+    import numpy as np
+    import torch
+
+    x = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32, device=device)
+    x = (x.permute(0, 3, 1, 2) - sam.pixel_mean) / sam.pixel_std
+    return sam.image_encoder(x)
+
+
+def decode(sam: nn.Module, embedding: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image embedding (1, C, h, w) + N points (N, 2) → low-res logits (N, h4, w4), iou (N,)."""
+    import torch
+
+    labels = torch.ones(points.shape[0], 1, dtype=torch.int64, device=points.device)
+    sparse, dense = sam.prompt_encoder(points=(points[:, None, :], labels), boxes=None, masks=None)
+    logits, iou = sam.mask_decoder(image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=False)
+    return logits[:, 0], iou[:, 0]

@@ -1,4 +1,4 @@
-"""CellSeg1's training data: squashed images, 256-px tiles, what an epoch is, and the point prompts.
+"""CellSeg1's training data: images read and squashed, 256-px tiles, and what an epoch is.
 
 Follows the authors' code (hotaru1227/cellseg1 @ db3b336):
 - ``data/dataset.py :: TrainDataset``: every image (and label map, nearest) is resized to ``resize_size`` ×
@@ -10,26 +10,44 @@ Follows the authors' code (hotaru1227/cellseg1 @ db3b336):
   optimiser step every ``gradient_accumulation_step`` batches and at the end of the epoch; OneCycleLR over
   ``epoch_max * (batches + GA - 1) // GA`` steps — CellSeg1's expression, kept as is: it is at least the number
   of steps taken, so the schedule ends 85-95 % through its cycle, as in the runs behind the paper.
-- ``sampler.py :: sample_points``: positives from ``ceil(cells × pos_rate)`` random cells (at most
-  ``max_points``), each a point drawn uniformly from the 20 % of the cell farthest from its boundary, skipping
-  cells of ``<= min_cell_area`` px or lying within ``edge_distance`` px of the tile border; negatives
-  ``ceil(cells × neg_rate)`` (none when cells cover over 5× the background, one when the tile has no cell, at
-  most one per 1000 px of sampling area) drawn uniformly from the 20 % of the background farthest from cells.
+- ``data/utils.py :: read_image_to_numpy``: an image is read as 3 channels, min-max scaled to 0..255
+  (`to_rgb_float`; here per channel, as float, not rounded to uint8).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from adapters._upstream.cellseg1.augment import resize
+
+if TYPE_CHECKING:
+    from harness.data import Sample
+
 logger = logging.getLogger(__name__)
 
-NEG_AREA_RATIO = 5  # sample_points: no negatives when cells cover more than 5x the background
-NEG_AREA_PER_POINT = 1000  # at most one negative per 1000 px of background sampling area (+ 1)
-SAMPLE_AREA_RATIO = 0.2  # foreground/background_sample_area_ratio: the farthest 20 % of the pixels
+#: The schedule keys `schedule_size` reads (the adapter's `train` keywords of the same names).
+SCHEDULE_KEYS = ("epochs", "resize_size", "tile_size", "duplicate_data", "batch_size", "grad_accumulation",
+                 "max_steps")
+
+
+def to_rgb_float(image: np.ndarray) -> np.ndarray:
+    """Any grayscale/RGB image → float32 HxWx3 in 0..255 (per-image min-max, as CellSeg1's reader)."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    lo, hi = img.min(axis=(0, 1), keepdims=True), img.max(axis=(0, 1), keepdims=True)
+    return (img - lo) / np.maximum(hi - lo, 1e-6) * 255.0
+
+
+def squash(image: np.ndarray, labels: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize to size × size, aspect ratio not kept (CellSeg1's ``resize_size``), labels nearest."""
+    return resize(image, size, size), (None if labels is None else resize(labels, size, size))
 
 
 def tile_starts(size: int, tile: int) -> list[int]:
@@ -50,6 +68,19 @@ def cut_tiles(image: np.ndarray, labels: np.ndarray, tile: int) -> list[tuple[np
     h, w = labels.shape
     return [(image[y:y + tile, x:x + tile], labels[y:y + tile, x:x + tile])
             for y in tile_starts(h, tile) for x in tile_starts(w, tile)]
+
+
+def make_tiles(samples: Sequence[Sample], resize_size: int, tile_size: int, label_rule: str,
+               min_pixels: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Squash each image (and its priority-resolved label map, nearest) to resize_size², cut every tile."""
+    from harness.convert import label_map
+
+    tiles = []
+    for s in samples:
+        labels, _ = label_map(s, rule=label_rule, min_pixels=min_pixels)
+        image, labels = squash(to_rgb_float(s.load_image()), labels, resize_size)
+        tiles += cut_tiles(image, labels, tile_size)
+    return tiles
 
 
 def dataset_size(n_tiles: int, duplicate: int) -> int:
@@ -99,60 +130,3 @@ def schedule_size(n_images: int, *, epochs: int, resize_size: int, tile_size: in
         return steps, epochs * plan.samples
     full, rest = divmod(max_steps, plan.steps_per_epoch)  # rest < steps per epoch: only whole windows
     return max_steps, full * plan.samples + rest * grad_accumulation * batch_size
-
-
-def _farthest(dist: np.ndarray, ratio: float) -> np.ndarray:
-    """sampler.py :: filter_small_distance: the pixels among the `ratio` share with the largest distance."""
-    values = dist[dist > 0]
-    if values.size == 0:
-        return np.zeros(dist.shape, bool)
-    k = max(1, int(values.size * ratio))
-    threshold = np.partition(values, values.size - k)[values.size - k]
-    return dist >= max(threshold, np.finfo(np.float32).tiny)
-
-
-def sample_prompts(labels: np.ndarray, rng: np.random.Generator, max_points: int, neg_rate: float,
-                   min_cell_area: int, edge_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positive and background points of one tile, as ``sampler.py :: sample_points`` (see the module doc).
-
-    Returns points (N, 2) as (x, y) pixel indices (SAM's prompt encoder adds the 0.5), label ids
-    (0 = background), positive flags.
-    """
-    import cv2
-    from scipy import ndimage
-
-    h, w = labels.shape
-    slices = ndimage.find_objects(labels)
-    cells = [k + 1 for k, sl in enumerate(slices) if sl is not None]
-    pts: list[tuple[float, float]] = []
-    ids: list[int] = []
-    for k in rng.permutation(cells)[:max_points].tolist() if cells else []:
-        sl = slices[k - 1]
-        if sl[0].stop < edge_distance or sl[1].stop < edge_distance or sl[0].start > h - edge_distance \
-                or sl[1].start > w - edge_distance:
-            continue  # sampler.py :: check_at_edge
-        cell = labels[sl] == k
-        if int(cell.sum()) <= min_cell_area:
-            continue
-        dist = cv2.distanceTransform(np.pad(cell, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        ys, xs = np.nonzero(_farthest(dist[1:-1, 1:-1], SAMPLE_AREA_RATIO))
-        i = rng.integers(len(ys))
-        pts.append((sl[1].start + xs[i], sl[0].start + ys[i]))
-        ids.append(k)
-    cell_px = int((labels > 0).sum())
-    n_neg = min(max_points, math.ceil(len(cells) * neg_rate))
-    if cell_px > NEG_AREA_RATIO * (h * w - cell_px):
-        n_neg = 0
-    if not cells and n_neg == 0:
-        n_neg = 1
-    if n_neg:
-        background = cv2.distanceTransform(np.pad(labels == 0, 1, constant_values=False).astype(np.uint8),
-                                           cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-        bys, bxs = np.nonzero(_farthest(background, SAMPLE_AREA_RATIO))
-        n_neg = min(n_neg, len(bys) // NEG_AREA_PER_POINT + 1) if len(bys) else 0
-        for i in rng.integers(len(bys), size=n_neg):
-            pts.append((bxs[i], bys[i]))
-            ids.append(0)
-    points = np.asarray(pts, np.float32).reshape(-1, 2)
-    id_arr = np.asarray(ids, np.int64)
-    return points, id_arr, id_arr > 0
