@@ -7,6 +7,9 @@ on the LoRA SAM at its model size: the image squashed to the work size; for each
 >= the cut, stability >= ``stability_score_thresh``, not touching an inner crop edge (a cut-off cell), area
 below ``max_mask_region_area_ratio`` of the image and at least ``min_mask_region_area`` after keeping the
 largest connected piece. Then (`nms`) mask-IoU NMS, and masks resized back to the image (`to_instances`).
+
+Deviation, on purpose: ``min_mask_region_area`` keeps a mask's largest piece and drops the mask when that is
+smaller (SAM's ``postprocess_small_regions`` fills holes and removes islands instead).
 """
 
 from __future__ import annotations

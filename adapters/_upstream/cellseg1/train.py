@@ -6,6 +6,9 @@ gets CellSeg1's augmentation (`augment`) to the model size, then prompts (`promp
 on the positives' low-res logits + MSE of the IoU head; AdamW + OneCycleLR, an optimiser step every
 ``grad_accumulation`` batches and at the epoch's end. Then `select` picks the generator settings on the
 validation split. `adapter` is a `CellSeg1Adapter`: the loop trains its model and records what it picked.
+
+Deviation, on purpose: a partial accumulation window (the epoch's last) contributes the mean of its batches'
+losses (each batch loss divided by the window's length), not a sum scaled for a full window.
 """
 
 from __future__ import annotations
