@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")
     from harness.rehearsal import check_steps
-    from harness.run import resolve_device
+    from harness.plan import resolve_device
 
     steps = check_steps(args.steps, "--steps")
     width, height = (int(v) for v in args.size.lower().split("x"))

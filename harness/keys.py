@@ -12,9 +12,11 @@ stage reads changes — not only its settings:
 * **code**: the sources of the project modules that compute the stage — found by following the imports
   (``import``/``from`` anywhere in the file, within ``harness``, ``adapters``, ``metrics``) from the stage's
   roots (`STAGE_ROOTS`: a train stage starts from ``adapters/<model>.py``, an evaluate stage from
-  ``harness/evaluate.py``) — plus ``harness/run.py`` (which holds the stage bodies) and the versions of the
-  installed packages. An edit in ``metrics/`` therefore re-runs evaluation but not a cellpose training; an
-  edit in ``adapters/cellpose.py`` re-runs cellpose's train and predict stages only. Any byte counts (a
+  ``harness/evaluate.py``, a results stage from ``harness/results.py``) — plus the runner's own modules
+  (`RUNNER`: ``harness/run.py`` holds the stage bodies, ``harness/planner.py`` and ``harness/plan.py`` what a
+  stage reads) and the versions of the installed packages. An edit in ``metrics/`` therefore re-runs
+  evaluation but not a cellpose training; an edit in ``adapters/cellpose.py`` re-runs cellpose's train and
+  predict stages only. Any byte counts (a
   comment too): a stale number is worse than a recomputation. A git hash would miss uncommitted edits.
 
 File digests come from `harness.digest` (cached by size, mtime and inode), so a resume of an untouched
@@ -38,13 +40,13 @@ from harness.dataset import REPO_ROOT, DatasetConfig, split_images
 logger = logging.getLogger(__name__)
 
 PROJECT = ("harness", "adapters", "metrics")
-RUNNER = REPO_ROOT / "harness" / "run.py"
+RUNNER = tuple(REPO_ROOT / "harness" / name for name in ("run.py", "planner.py", "plan.py"))
 #: Modules whose import closure computes each kind of stage (``{adapter}`` = the adapter's module).
 STAGE_ROOTS: dict[str, tuple[str, ...]] = {
     "train": ("{adapter}", "harness.dataset"),
     "predict": ("{adapter}", "harness.dataset", "harness.predictions"),
     "evaluate": ("harness.evaluate", "harness.dataset"),
-    "results": (),
+    "results": ("harness.results",),
 }
 
 
@@ -117,7 +119,7 @@ def code_files(kind: str, model: str) -> tuple[Path, ...]:
 
     module = adapters.get(model).__module__  # the registry name may differ from the file (yolo11 → adapters.yolo)
     roots = tuple(root.format(adapter=module) for root in STAGE_ROOTS[kind])
-    return tuple(sorted({RUNNER, *closure(roots)}))
+    return tuple(sorted({*RUNNER, *closure(roots)}))
 
 
 def code_digest(kind: str, model: str) -> str:

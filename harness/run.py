@@ -1,449 +1,52 @@
-"""The experiment runner behind ``c6bench bench``: zero-shot vs fine-tuned × targets × evaluation subsets.
+"""The experiment runner behind ``c6bench bench``: executes the stages that `harness.planner` plans.
 
-Plan: for each mode, the model is built (zero-shot weights, or trained from the fine-tuning init),
-predicts every evaluation subset, and is scored per target against the overlapping annotations (paper
-Table 2) and the priority-resolved ones (Table 4). Single-class adapters get one model per target;
-a multiclass adapter one model for all, its classes mapped onto targets (`harness.classes`). A model YAML
-that lists several fine-tuning inits gets one train stage per init (``<model>/train/<unit>/<init>``; member k
-trains with seed + k) and predicts with their ensemble; several zero-shot weights are ensembled too.
-
-The plan is a list of :class:`Stage` (train → predict → evaluate → results) with explicit dependencies,
-so a launcher (``harness.launch``: in-process, worker processes, SLURM) can schedule them. Every stage is
-keyed by what it reads (`harness.keys`: settings, data and weights file contents, the outputs of the
-stages it needs, its code) and leaves a record under ``stages/``; re-running with the same ``--out`` skips
-finished stages with the same key and recomputes the rest. Files are written to a temporary name and renamed,
-so a killed run never leaves half a file.
+A :class:`Runner` is one model's bench (`harness.planner.Planner`) that executes one stage at a time
+(train, predict, evaluate, results), logging to the stage's own file and leaving its record under
+``stages/``. `execute` runs a stage of a `harness.plan.Plan` here or, for a model with its own environment,
+in a child process under it; `run_stage` is the body of a worker process and of a cluster job. Files are
+written to a temporary name and renamed, so a killed run never leaves half a file. The launchers
+(`harness.launch_local`, `harness.launch_slurm`) build on this module, never the reverse.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import logging
 import os
 import platform
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-import adapters
-from harness import dataset as ds
-from harness import efficiency, envs, integrity, keys, rehearsal
-from harness.checks import check_bench_spec
-from harness.classes import Unit, merge_classes, pred_categories, training_samples, units_of
+from harness import efficiency, envs, integrity, rehearsal
+from harness.classes import Unit, merge_classes, pred_categories, training_samples
 from harness.concurrency import run_dir_lock, stage_lock
-from harness.config import ModelConfig, load_model_config
-from harness.data import Sample, load_coco
-from harness.errors import C6BenchError, ConfigError, MissingWeightsError
+from harness.data import load_coco
+from harness.errors import C6BenchError, ConfigError
 from harness.evaluate import evaluate
 from harness.io import describe_os_error, write_json, write_json_or_overwrite, write_text
 from harness.manifest import PACKAGES, git_hash, versions
+from harness.plan import BenchSpec, Plan, Stage, Trial, safe_ref
+from harness.planner import Planner
 from harness.predictions import write_predictions
+from harness.results import GT_MODES, csv_text, results_csv, results_markdown
 
 logger = logging.getLogger(__name__)
 
-MODES = ("zero_shot", "finetuned")
-GT_MODES = {"overlap": None, "resolved": "last"}
 
-
-@dataclass
-class BenchSpec:
-    """What ``c6bench bench`` was asked to do."""
-
-    model: str
-    data: str = "auto"
-    profile: str = "quick"
-    device: str = "auto"
-    targets: Sequence[str] | None = None
-    modes: Sequence[str] = MODES
-    out: Path | None = None
-    seed: int = 0
-    bootstrap: int = 1000
-    boundary: int = 2
-    config: Path | None = None  # a model YAML to use instead of configs/models/<model>.yaml
-    threads: int | None = None  # torch CPU threads per stage; CPU results are bit-identical for the same value
-    rehearse: int | None = None  # optimiser steps of a rehearsal (`harness.rehearsal`); None = a real run
-    seeds: Sequence[int] | None = None  # training seeds of the fine-tuned stages (`harness.efficiency`)
-    train_images: Sequence[int | str] | None = None  # nested training-set sizes (numbers of images, or "all")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (stored in ``plan.json`` so any process or cluster job can rebuild the runner)."""
-        return {"model": self.model, "data": self.data, "profile": self.profile, "device": self.device,
-                "targets": list(self.targets) if self.targets else None, "modes": list(self.modes),
-                "out": str(self.out) if self.out else None, "seed": self.seed, "bootstrap": self.bootstrap,
-                "boundary": self.boundary, "config": str(self.config) if self.config else None,
-                "threads": self.threads, "rehearse": self.rehearse,
-                # the experiment dimensions only when asked for: plans (and keys) of ordinary runs are unchanged
-                **({"seeds": list(self.seeds)} if self.seeds is not None else {}),
-                **({"train_images": list(self.train_images)} if self.train_images is not None else {})}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> BenchSpec:
-        out, config = raw.get("out"), raw.get("config")
-        return cls(**{**raw, "out": Path(out) if out else None, "config": Path(config) if config else None})
-
-
-# --------------------------------------------------------------------------------------------- helpers
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; explicit ``cuda`` without one fails."""
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise ConfigError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda" if device == "auto" else device
-    if device == "auto":
-        return "cpu"
-    raise ConfigError(f"--device {device}: no CUDA device is visible; use --device cpu or auto")
-
-
-def stage_key(payload: dict[str, Any]) -> str:
-    """Short stable hash of a stage's resolved inputs."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a declared dependency
-        return
-    torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------------------------- stages
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One job of a bench: ``train`` a unit, ``predict`` a subset, ``evaluate`` it, or collect ``results``.
-
-    Stages are what the launchers schedule (in-process, worker processes, SLURM jobs); ``deps`` are the
-    ids that must be done first. Ids are ``<model>/<kind>[/<mode>]/<unit>[/<subset>]``.
-    """
-
-    id: str
-    kind: str
-    model: str
-    deps: tuple[str, ...] = ()
-    mode: str = ""
-    unit: str = ""
-    ref: str = ""
-    member: str = ""  # a train stage's fine-tuning init when the model YAML lists several (an ensemble)
-    trial: str = ""  # a fine-tuned stage's seed and training-set size (`Trial.tag`) under --seeds/--train-images
-
-    @property
-    def uses_gpu(self) -> bool:
-        """Training and prediction want an accelerator; scoring and collecting do not."""
-        return self.kind in ("train", "predict")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "model": self.model, "deps": list(self.deps), "mode": self.mode,
-                "unit": self.unit, "ref": self.ref, "member": self.member,
-                **({"trial": self.trial} if self.trial else {})}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Stage:
-        return cls(**{**raw, "deps": tuple(raw.get("deps", ()))})
-
-
-STATES = ("running", "done", "failed")
-
-
-def record_path(run_dir: Path, stage_id: str) -> Path:
-    """``<run dir>/stages/<kind>__….stage.json``: one record per stage (state, key, outputs, log, seconds)."""
-    return Path(run_dir) / "stages" / f"{stage_id.split('/', 1)[1].replace('/', '__')}.stage.json"
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """A stage (or job) record; absent or unreadable = ``{}`` (records are written atomically)."""
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _safe(ref: str) -> str:
-    return ref.replace("/", "_")
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One fine-tuning of a unit: its training seed and training-set size (None: the run's seed, every image).
-
-    The tag names it in stage ids and file names (``s1-n4``); an ordinary run has one untagged trial, so its
-    ids, files and keys are those of a run without the experiment dimensions.
-    """
-
-    seed: int
-    size: int | str | None = None
-
-    @property
-    def tag(self) -> str:
-        return "" if self.size is None else f"s{self.seed}-n{self.size}"
-
-    @property
-    def suffix(self) -> str:
-        """Appended to a fine-tuned stage's id tail and file stem: ``/s1-n4`` / ``.s1-n4`` (empty untagged)."""
-        return f"/{self.tag}" if self.tag else ""
+class StageFailed(C6BenchError):
+    """One or more stages failed; the message lists them with their logs."""
 
 
 # --------------------------------------------------------------------------------------------- runner
 
 
-class Runner:
-    """One model's bench: plans its stages, computes their keys, executes one stage at a time."""
-
-    def __init__(self, spec: BenchSpec) -> None:
-        check_bench_spec(spec, MODES)
-        self.spec = spec
-        self.model_cfg: ModelConfig = load_model_config(spec.model, spec.profile, spec.config)
-        self.cls = adapters.get(spec.model)
-        self.rehearse = rehearsal.check_steps(spec.rehearse) if spec.rehearse is not None else None
-        if self.rehearse:
-            self.model_cfg = rehearsal.rehearsal_config(self.model_cfg, self.cls, self.rehearse)
-        self.data = ds.resolve_data(spec.data)
-        train_targets = self.data.targets_of(self.data.train)
-        wanted = list(spec.targets) if spec.targets else list(train_targets)
-        unknown = [t for t in wanted if t not in train_targets]
-        if unknown:
-            raise ConfigError(f"unknown target(s) {', '.join(unknown)} for dataset {self.data.name}; "
-                              f"available: {', '.join(train_targets)}")
-        self.targets = wanted
-        bad_modes = [m for m in spec.modes if m not in MODES]
-        if bad_modes:
-            raise ConfigError(f"unknown mode(s) {', '.join(bad_modes)}; available: {', '.join(MODES)}")
-        self.device = resolve_device(spec.device)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"{stamp}_{spec.model}" + ("-rehearsal" if self.rehearse else "")
-        self.run_dir = (Path(spec.out) if spec.out else ds.REPO_ROOT / "runs" / name).resolve()
-        self.units = units_of(self.cls, self.data, self.targets, self.model_cfg)
-        self._splits: dict[str, list[Sample]] = {}
-        self._index: dict[str, Stage] | None = None
-        self._keys: dict[str, str] = {}
-
-    # ------------------------------------------------------------------ data
-
-    def split(self, ref: str) -> list[Sample]:
-        if ref not in self._splits:
-            samples = ds.load_split(self.data, ref)
-            self._splits[ref] = rehearsal.first_images(samples, ref) if self.rehearse else samples
-        return self._splits[ref]
-
-    def resolved_config(self) -> dict[str, Any]:
-        return {
-            "model": self.model_cfg.to_dict(),
-            "data": {"name": self.data.name, "root": str(self.data.root), "config": str(self.data.source),
-                     "train": self.data.train, "valid": self.data.valid, "evaluate": list(self.data.evaluate)},
-            "targets": self.targets,
-            "modes": list(self.spec.modes),
-            "device": self.device,
-            "seed": self.spec.seed,
-            **({"seeds": list(self.spec.seeds)} if self.spec.seeds is not None else {}),
-            **({"train_images": list(self.spec.train_images)} if self.spec.train_images is not None else {}),
-            "profile": self.spec.profile,
-            "rehearsal": rehearsal.summary(self.rehearse),
-            "evaluation": {"boundary": self.spec.boundary, "thresholds": [0.5, 0.75, 0.9],
-                           "gt_modes": GT_MODES, "bootstrap": self.spec.bootstrap},
-        }
-
-    def unit(self, name: str) -> Unit:
-        for unit in self.units:
-            if unit.name == name:
-                return unit
-        raise ConfigError(f"unit {name!r} is not part of this bench of {self.spec.model}")
-
-    def refs(self, unit: Unit) -> list[str]:
-        """Evaluation subsets on which at least one of the unit's targets is annotated."""
-        return [ref for ref in self.data.evaluate if any(t in self.data.targets_of(ref) for t in unit.targets)]
-
-    # ------------------------------------------------------------------ plan
-
-    def zero_shot(self, unit: Unit) -> tuple[tuple[str, ...], str, str | None]:
-        """``(weights, init description, skip reason)`` of the unit's zero-shot row (several weights = ensemble)."""
-        weights, reason = self.model_cfg.zero_shot_for(unit.targets[0] if unit.name != "all" else "all")
-        if reason:
-            return (), "-", reason
-        if not weights:
-            return (), "none (no weights)", None
-        inits, missing = [], []
-        for name in weights:
-            try:
-                inits.append(f"pretrained:{name}{integrity.check(name).note()}")
-            except MissingWeightsError as exc:
-                inits.append(f"pretrained:{name}")
-                missing.append(str(exc))
-        return weights, " + ".join(inits), "; ".join(missing) or None
-
-    def finetune_init(self, member: str | None) -> tuple[str | None, str]:
-        """``(weights to start from, init description)``: a missing init file means random init, recorded."""
-        if not member:
-            return None, "scratch"
-        try:
-            check = integrity.check(member)
-        except MissingWeightsError:
-            return None, f"scratch ({member} not found)"
-        return member, f"pretrained:{member}{check.note()}"
-
-    def train_ids(self, unit: Unit, trial: Trial | None = None) -> list[str]:
-        """The unit's train stages: one, or one per fine-tuning init of an ensemble (the id names the init),
-        per trial (``--seeds``/``--train-images``: the id ends with the trial's tag)."""
-        members = self.model_cfg.finetune_members()
-        base = f"{self.spec.model}/train/{unit.name}"
-        ids = [base] if len(members) == 1 else [f"{base}/{m}" for m in members]
-        return [i + (trial.suffix if trial else "") for i in ids]
-
-    def trials(self) -> list[Trial]:
-        """The fine-tunings of every unit: seeds × nested training-set sizes, or the run's one (untagged)."""
-        if self.spec.seeds is None and self.spec.train_images is None:
-            return [Trial(self.spec.seed)]
-        sizes = tuple(self.spec.train_images or (efficiency.ALL,))
-        efficiency.nested_subsets([s.name for s in self.split(self.data.train)], sizes, 0)  # sizes fit the split
-        return [Trial(seed, size) for seed in (self.spec.seeds or (self.spec.seed,)) for size in sizes]
-
-    def trial_of(self, stage: Stage) -> Trial:
-        """A stage's trial (zero-shot and results stages: the run's untagged one)."""
-        if not stage.trial:
-            return Trial(self.spec.seed)
-        return next(t for t in self.trials() if t.tag == stage.trial)
-
-    def train_subset(self, trial: Trial) -> list[Sample]:
-        """The training images of a trial: its seed's nested subset of the train split (all when untagged)."""
-        samples = self.split(self.data.train)
-        if trial.size is None:
-            return samples
-        names = set(efficiency.nested_subsets([s.name for s in samples], (trial.size,), trial.seed)[trial.size])
-        return [s for s in samples if s.name in names]
-
-    def subsets_record(self) -> dict[str, list[str]]:
-        """``trial tag → training image names`` (written to ``train_subsets.json`` of a run with trials)."""
-        return {t.tag: [s.name for s in self.train_subset(t)] for t in self.trials() if t.tag}
-
-    def _member(self, stage: Stage) -> tuple[int, str | None]:
-        """``(index, init)`` of a train stage's ensemble member (index 0, the only init, for a single model)."""
-        members = self.model_cfg.finetune_members()
-        k = members.index(stage.member) if stage.member else 0
-        return k, members[k]
-
-    def stages(self) -> list[Stage]:
-        """Every stage of this bench in a valid sequential order (mode → unit → subset), results last."""
-        model, out, evaluations = self.spec.model, [], []
-        for mode in self.spec.modes:
-            for unit in self.units:
-                if mode == "zero_shot" and self.zero_shot(unit)[2]:
-                    continue  # skipped rows are written by the results stage, with the reason
-                for trial in self.trials() if mode == "finetuned" else [Trial(self.spec.seed)]:
-                    deps: tuple[str, ...] = ()
-                    if mode == "finetuned":
-                        members = self.model_cfg.finetune_members()
-                        names = [m or "" for m in members] if len(members) > 1 else [""]
-                        trains = [Stage(sid, "train", model, unit=unit.name, member=m, trial=trial.tag)
-                                  for sid, m in zip(self.train_ids(unit, trial), names, strict=True)]
-                        out += trains
-                        deps = tuple(t.id for t in trains)
-                    for ref in self.refs(unit):
-                        tail = f"{mode}/{unit.name}/{_safe(ref)}{trial.suffix}"
-                        predict = Stage(f"{model}/predict/{tail}", "predict", model, deps, mode, unit.name, ref,
-                                        trial=trial.tag)
-                        evaluate = Stage(f"{model}/evaluate/{tail}", "evaluate", model, (predict.id,), mode,
-                                         unit.name, ref, trial=trial.tag)
-                        out += [predict, evaluate]
-                        evaluations.append(evaluate.id)
-        out.append(Stage(f"{model}/results", "results", model, tuple(evaluations)))
-        return out
-
-    # ------------------------------------------------------------------ keys and records
-
-    def stage(self, stage_id: str) -> Stage:
-        """A stage of this plan by id."""
-        if self._index is None:
-            self._index = {s.id: s for s in self.stages()}
-        if stage_id not in self._index:
-            raise ConfigError(f"no stage {stage_id!r} in the bench of {self.spec.model}")
-        return self._index[stage_id]
-
-    def key(self, stage: Stage) -> str:
-        """Hash of everything a stage's output depends on (`harness.keys`): its settings, the contents of the
-        files it reads, its code, and for each stage it needs that stage's key and its outputs' digests.
-
-        A key is remembered only once every stage it needs is done (their outputs are then part of it).
-        """
-        if stage.id in self._keys:
-            return self._keys[stage.id]
-        upstream, settled = [], True
-        for dep in (self.stage(d) for d in stage.deps):
-            dep_key, rec = self.key(dep), self.record(dep)
-            done = rec.get("state") == "done" and rec.get("key") == dep_key
-            upstream.append([dep_key, keys.outputs_digest(self.run_dir, rec.get("outputs", {})) if done else None])
-            settled = settled and done and dep.id in self._keys
-        inputs = self._inputs(stage)
-        if self.rehearse:  # a rehearsal never reuses a real stage, nor the reverse
-            inputs["rehearse"] = self.rehearse
-        key = stage_key({"kind": stage.kind, **inputs, **envs.key_fields(self.cls, stage),
-                         "upstream": upstream, "code": keys.code_digest(stage.kind, self.spec.model)})
-        if settled:
-            self._keys[stage.id] = key
-        return key
-
-    def _inputs(self, stage: Stage) -> dict[str, Any]:
-        """A stage's own inputs, by content: settings it uses, digests of the data and weights files it reads."""
-        if stage.kind == "results":
-            return {"config": self.resolved_config()}
-        cfg, seed, unit = self.model_cfg, self.trial_of(stage).seed, self.unit(stage.unit)
-        if stage.kind == "train":  # predict-only params do not change a training
-            k, member = self._member(stage)
-            init = self.finetune_init(member)[0]
-            params = {name: v for name, v in cfg.params.items() if name not in self.cls.predict_params}
-            subset = ({"train_images": [s.name for s in self.train_subset(self.trial_of(stage))]}
-                      if stage.trial else {})
-            return {"params": params, "schedule": cfg.train, "init": [init, keys.weights_digest(init)],
-                    "unit": unit.train_as, "seed": seed + k, **subset,
-                    "data": keys.data_digest(self.data, [self.data.train, self.data.valid])}
-        if stage.kind == "predict":
-            zero = stage.mode == "zero_shot"
-            names = list(self.zero_shot(unit)[0]) if zero else []
-            params = {**cfg.params, **cfg.zero_shot_params} if zero else cfg.params  # what _stage_predict builds
-            return {"params": params, "mode": stage.mode, "weights": [names, keys.weights_digest(names or None)],
-                    "unit": unit.train_as, "seed": seed,
-                    "data": keys.data_digest(self.data, [stage.ref], annotations=False)}
-        part = self.data.targets_of(stage.ref)  # evaluate
-        targets = {t: [list(part[t]), pred_categories(unit, t, self.data)] for t in unit.targets if t in part}
-        return {"boundary": self.spec.boundary, "bootstrap": self.spec.bootstrap, "seed": self.spec.seed,
-                "gt_modes": GT_MODES, **({"trial": stage.trial} if stage.trial else {}),
-                "targets": targets, "merge_iou": cfg.merge_iou,
-                "gt": keys.data_digest(self.data, [stage.ref], images=False)}
-
-    def record_path(self, stage: Stage) -> Path:
-        return record_path(self.run_dir, stage.id)
-
-    def log_path(self, stage: Stage) -> Path:
-        return self.run_dir / "logs" / f"{stage.id.split('/', 1)[1].replace('/', '__')}.log"
-
-    def record(self, stage: Stage) -> dict[str, Any]:
-        return read_record(self.record_path(stage))
-
-    def output(self, rec: dict[str, Any], name: str) -> Path:
-        """An output of a stage record; stored relative to the run dir so a run dir can be moved."""
-        return self.run_dir / rec["outputs"][name]
-
-    def is_done(self, stage: Stage) -> bool:
-        """Finished with the same inputs (key) and its outputs still on disk."""
-        rec = self.record(stage)
-        return (rec.get("state") == "done" and rec.get("key") == self.key(stage)
-                and all((self.run_dir / p).exists() for p in rec.get("outputs", {}).values()))
+class Runner(Planner):
+    """One model's bench: its plan (`harness.planner.Planner`) and the execution of one stage at a time."""
 
     def _write_record(self, stage: Stage, **fields: Any) -> None:
         """Write a stage record; a failure is recorded even on a full disk (`harness.io.write_json_or_overwrite`)."""
@@ -500,10 +103,8 @@ class Runner:
 
     def run(self) -> Path:
         """Execute the plan in this process (the ``local`` launcher with one worker); returns the run dir."""
-        from harness.launch import Plan, run_local
-
         with run_dir_lock(self.run_dir):
-            run_local(Plan.create([self], self.run_dir), workers=1)
+            run_in_process(Plan.create([self], self.run_dir))
         return self.run_dir
 
     def _dependencies(self, stage: Stage, kind: str) -> list[dict[str, Any]]:
@@ -559,7 +160,7 @@ class Runner:
         unit = self.unit(stage.unit)
         params, device = self.model_cfg.params, self.device
         _seed_everything(self.trial_of(stage).seed)
-        stem = _safe(stage.ref) + (f".{stage.trial}" if stage.trial else "")
+        stem = safe_ref(stage.ref) + (f".{stage.trial}" if stage.trial else "")
         if stage.mode == "zero_shot":
             params = {**params, **self.model_cfg.zero_shot_params}  # what the zero-shot rows run (config)
             names = self.zero_shot(unit)[0]
@@ -631,7 +232,7 @@ class Runner:
             rows.append(self._row(stage.mode, target, stage.ref, "ok", "", init, metrics, len(gt),
                                   self.trial_of(stage)))
         path = (self.run_dir / "evaluations" / stage.mode / unit.name
-                / f"{_safe(stage.ref)}{'.' + stage.trial if stage.trial else ''}.json")
+                / f"{safe_ref(stage.ref)}{'.' + stage.trial if stage.trial else ''}.json")
         write_json(path, {"rows": rows, "per_image": per_image})
         return {"evaluation": path}
 
@@ -677,7 +278,7 @@ class Runner:
                         continue
                 for trial in self.trials() if mode == "finetuned" else [Trial(self.spec.seed)]:
                     for ref in self.refs(unit):
-                        ev = self.stage(f"{self.spec.model}/evaluate/{mode}/{unit.name}/{_safe(ref)}{trial.suffix}")
+                        ev = self.stage(f"{self.spec.model}/evaluate/{mode}/{unit.name}/{safe_ref(ref)}{trial.suffix}")
                         rec = self.record(ev)
                         if rec.get("state") != "done":
                             raise ConfigError(f"{ev.id} is not done; run the bench again to resume")
@@ -733,7 +334,7 @@ class Runner:
         if self.trials()[0].tag:
             markdown += "\n" + efficiency.seeds_markdown(rows)
         write_text(self.run_dir / "results.md", markdown)
-        write_text(self.run_dir / "per_image.csv", _csv(per_image))
+        write_text(self.run_dir / "per_image.csv", csv_text(per_image))
 
 
 def _attach_log(path: Path) -> logging.Handler:
@@ -748,62 +349,54 @@ def _attach_log(path: Path) -> logging.Handler:
     return handler
 
 
-COLUMNS = (("P@0.5", "0.5", "precision"), ("R@0.5", "0.5", "recall"), ("F1@0.5", "0.5", "f1"),
-           ("AP@0.5", "0.5", "ap"), ("AP@0.75", "0.75", "ap"), ("AP@0.9", "0.9", "ap"))
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a declared dependency
+        return
+    torch.manual_seed(seed)
 
 
-def flat_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat record per result row: identity columns + the six scores for each GT mode (fractions)."""
-    out, trials = [], any("train_images" in row for row in rows)
-    for row in rows:
-        flat = {k: row[k] for k in ("model", "mode", "target", "subset", "status", "reason", "init", "profile")}
-        flat["rehearsal"] = bool(row.get("rehearsal"))
-        flat["n_images"] = row["n_images"]
-        if trials:  # a run with --seeds/--train-images (zero-shot rows: empty)
-            flat["seed"], flat["train_images"] = row.get("seed"), row.get("train_images")
-        for gt_mode in GT_MODES:
-            pooled = row["metrics"].get(gt_mode, {}).get("pooled", {})
-            for name, threshold, key in COLUMNS:
-                flat[f"{gt_mode} {name}"] = pooled.get(threshold, {}).get(key)
-        out.append(flat)
-    return out
+# --------------------------------------------------------------------------------------------- stages of a plan
 
 
-def _csv(records: Sequence[dict[str, Any]]) -> str:
-    if not records:
-        return ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
-    writer.writeheader()
-    writer.writerows(records)
-    return buffer.getvalue()
+def run_stage(root: str | Path, stage_id: str) -> str:
+    """Execute one stage of a planned run (the body of a worker process and of a cluster job)."""
+    plan = Plan.load(Path(root), make=Runner)
+    execute(plan, plan.stage(stage_id))
+    return "done"
 
 
-def results_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """``results.csv``: flat rows, fractions in [0, 1]."""
-    return _csv(flat_rows(rows))
+def execute(plan: Plan, stage: Stage) -> None:
+    """Run a stage here, or in a child process under its model's environment when this process is not in it."""
+    runner = plan.runner(stage.model)
+    env = envs.for_stage(runner.cls, stage)
+    if env is None or env.active:
+        runner.execute(stage)
+        return
+    code = envs.run_child(env, ["stage", str(plan.root), stage.id], f"stage {stage.id}")
+    if code != 0:
+        error = runner.record(stage).get("error") or f"exit status {code}"
+        raise StageFailed(f"stage {stage.id} failed in its environment {env.path.name}: {error} "
+                          f"(log: {runner.log_path(stage)})")
 
 
-def results_markdown(rows: Sequence[dict[str, Any]], rehearse: int | None = None) -> str:
-    """``results.md``: the paper's Table 2 (overlapping GT) and Table 4 (priority-resolved GT), in percent."""
-    lines = [rehearsal.banner(rehearse)] if rehearse else []
-    for gt_mode, title in (("overlap", "Table 2 — overlapping ground truth"),
-                           ("resolved", "Table 4 — priority-resolved ground truth (rule: last)")):
-        lines += [f"### {title}", "",
-                  "| model | mode | target | subset | init | " + " | ".join(c[0] for c in COLUMNS) + " |",
-                  "|---|---|---|---|---|" + "---:|" * len(COLUMNS)]
-        for row in rows:
-            trial = f" · seed {row['seed']}, {row['train_images']} train img" if "train_images" in row else ""
-            head = f"| {row['model']} | {row['mode']} | {row['target']} | {row['subset']} | {row['init']}{trial} |"
-            if row["status"] != "ok":
-                lines.append(head + f" skipped: {row['reason']} |" + " |" * (len(COLUMNS) - 1))
-                continue
-            pooled = row["metrics"][gt_mode]["pooled"]
-            lines.append(head + "".join(f" {100 * pooled[t][k]:.1f} |" for _, t, k in COLUMNS))
-        lines.append("")
-    lines.append("Scores pooled over images (TP/FP/FN summed per target), AP = TP/(TP+FP+FN) (cellpose-style); "
-                 "instances touching the 2-px image frame removed from GT and predictions separately.")
-    return "\n".join(lines) + "\n"
+def run_in_process(plan: Plan) -> dict[str, str]:
+    """Run every stage that is not done, here and in order (the ``local`` launcher with one worker).
+
+    Fail-fast: the first failing stage's own exception reaches the caller. Returns the state of every stage run.
+    """
+    stages = plan.to_run()
+    if not stages:
+        logger.info("nothing to do: every stage of %s is done", plan.root)
+        return {}
+    states = {}
+    for stage in stages:
+        execute(plan, stage)
+        states[stage.id] = "done"
+    return states
 
 
 def run_bench(spec: BenchSpec) -> Path:

@@ -74,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     import adapters
-    from harness import launch
     from harness.concurrency import run_dir_lock
     from harness.dataset import REPO_ROOT
     from harness.io import ensure_dir
-    from harness.run import BenchSpec, Runner
+    from harness.plan import BenchSpec, Plan
+    from harness.run import Runner
 
     models = adapters.names() if args.model == "all" else _models(args.model)
     configs = _configs(args.config, models)
@@ -95,22 +95,24 @@ def run(args: argparse.Namespace) -> int:
     )) for m in models]
     ensure_dir(root)
     with run_dir_lock(root):  # a second bench on this --out fails here, before touching plan.json
-        return _launch(args, launch.Plan.create(runners, root), runners)
+        return _launch(args, Plan.create(runners, root), runners)
 
 
 def _launch(args: argparse.Namespace, plan: Any, runners: list[Any]) -> int:
-    from harness import launch
-
     if args.launcher == "slurm":
-        options = launch.SlurmOptions.from_yaml(args.launcher_config) if args.launcher_config else launch.SlurmOptions()
+        from harness.launch_slurm import SlurmOptions, submit
+
+        options = SlurmOptions.from_yaml(args.launcher_config) if args.launcher_config else SlurmOptions()
         options = options.merged({k: getattr(args, k) for k in ("partition", "account", "qos", "time_min",
                                                                  "gpus_per_node", "cpus_per_task", "mem_gb",
                                                                  "array_parallelism")})
-        jobs = launch.submit(plan, options)
+        jobs = submit(plan, options)
         sys.stdout.write(f"submitted {len(jobs)} job(s) for {len(plan.stages)} stage(s); "
                          f"follow with: c6bench status {plan.root}\n")
         return 0
-    launch.run_local(plan, workers=args.workers)
+    from harness.launch_local import run_local
+
+    run_local(plan, workers=args.workers)
     for runner in runners:
         sys.stdout.write((runner.run_dir / "results.md").read_text() + f"\nrun dir: {runner.run_dir}\n")
     return 0

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.data import Sample, read_image
     from harness.io import ensure_dir
     from harness.predictions import write_label_tiffs, write_predictions
-    from harness.run import resolve_device
+    from harness.plan import resolve_device
 
     cfg = load_model_config(args.model, args.profile)
     cls = adapters.get(args.model)

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.concurrency import exit_with_parent
-    from harness.launch import run_stage
+    from harness.run import run_stage
 
     exit_with_parent()  # a worker of `bench --workers` ends with its launcher
     run_stage(args.root, args.stage_id)

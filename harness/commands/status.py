@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.launch import Plan, stage_status
+    from harness.plan import Plan
+    from harness.status import stage_status
 
     rows = stage_status(Plan.load(args.run_dir))
     if args.json:

@@ -113,7 +113,7 @@ def test_second_bench_on_the_same_out_is_refused_while_the_first_runs(
 
 def test_a_stage_already_running_is_not_started_twice(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     from harness.concurrency import stage_lock
-    from harness.launch import Plan
+    from harness.plan import Plan
     from harness.run import BenchSpec, Runner
 
     runner = Runner(
@@ -167,7 +167,7 @@ WRITES = re.compile(
 ALLOWED = {  # (file, line fragment): writers that are not result files, or already go through harness.io
     ("harness/io.py", ""),  # the atomic writer itself (and its in-place fallback for a full disk)
     ("harness/concurrency.py", 'path.open("a+")'),  # a lock file keeps its inode: never replaced
-    ("harness/launch.py", 'out.open("w")'),  # a worker's console stream (a log), not a result
+    ("harness/launch_local.py", 'out.open("w")'),  # a worker's console stream (a log), not a result
     ("harness/download.py", "part.open("),  # resumable download into .part, renamed once verified
     # TorchAdapter.save (adapters/torch_base.py): torch.save through atomic_path
     ("adapters/_upstream/cellseg1/checkpoint.py", "adapter.save("),

@@ -82,7 +82,8 @@ def test_failed_stage_is_recorded_on_a_full_disk(tmp_path: Path, monkeypatch) ->
     """The stage fails writing its checkpoint; the atomic write of the failure record fails too (no space for
     a temporary file); the record is rewritten in place, and `status` shows the failure and its cause."""
     import harness.io
-    from harness.launch import Plan, stage_status
+    from harness.plan import Plan
+    from harness.status import stage_status
     from harness.run import BenchSpec, Runner
 
     runner = Runner(
@@ -115,7 +116,8 @@ def test_failed_stage_is_recorded_on_a_full_disk(tmp_path: Path, monkeypatch) ->
 
 
 def test_status_explains_a_stage_whose_record_could_not_be_written(tmp_path: Path) -> None:
-    from harness.launch import Plan, stage_status
+    from harness.plan import Plan
+    from harness.status import stage_status
     from harness.run import BenchSpec, Runner
 
     runner = Runner(

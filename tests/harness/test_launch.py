@@ -248,24 +248,27 @@ def test_slurm_jobs_dependencies_failure_and_resubmission(tmp_path: Path) -> Non
 
 def test_submitit_debug_and_local_executors_run_the_plan(tmp_path: Path, monkeypatch) -> None:
     """The same submission code on submitit's schedulerless executors (waves run in order, waiting for each)."""
-    from harness import launch
+    from harness.launch_slurm import SlurmOptions, submit
+    from harness.plan import Plan
     from harness.run import BenchSpec, Runner
+    from harness.status import stage_status
 
     results = {}
     for cluster in ("debug", "local"):
         out = tmp_path / cluster
         runner = Runner(BenchSpec(model="classical", data="sample", device="cpu", out=out, bootstrap=20, threads=1))
-        plan = launch.Plan.create([runner], out)
-        jobs = launch.submit(plan, launch.SlurmOptions(cluster=cluster, time_min=10))
+        plan = Plan.create([runner], out)
+        jobs = submit(plan, SlurmOptions(cluster=cluster, time_min=10))
         assert len(jobs) == 6
-        assert {r["state"] for r in launch.stage_status(launch.Plan.load(out))} == {"done"}
+        assert {r["state"] for r in stage_status(Plan.load(out))} == {"done"}
         results[cluster] = (out / "results.json").read_bytes()
     assert results["debug"] == results["local"]
 
 
 def test_launcher_yaml_and_cli_errors(tmp_path: Path) -> None:
     from harness.errors import ConfigError
-    from harness.launch import Plan, SlurmOptions
+    from harness.launch_slurm import SlurmOptions
+    from harness.plan import Plan
 
     bad = tmp_path / "launcher.yaml"
     bad.write_text("partiton: gpu\n")
@@ -281,28 +284,30 @@ def test_launcher_yaml_and_cli_errors(tmp_path: Path) -> None:
 
 
 def test_slurm_without_srun_says_where_to_run(tmp_path: Path, monkeypatch) -> None:
-    from harness import launch
     from harness.errors import ConfigError
+    from harness.launch_slurm import SlurmOptions, submit
+    from harness.plan import Plan
     from harness.run import BenchSpec, Runner
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch/srun
-    plan = launch.Plan.create([Runner(BenchSpec(model="classical", data="sample", device="cpu", out=tmp_path / "r"))],
+    plan = Plan.create([Runner(BenchSpec(model="classical", data="sample", device="cpu", out=tmp_path / "r"))],
                               tmp_path / "r")
     with pytest.raises(ConfigError, match="Submit from a SLURM login node"):
-        launch.submit(plan, launch.SlurmOptions())
+        submit(plan, SlurmOptions())
 
 
 def test_stage_ids_and_missing_stage(tmp_path: Path) -> None:
-    from harness import launch
     from harness.errors import ConfigError
-    from harness.run import BenchSpec, Runner
+    from harness.plan import Plan
+    from harness.run import BenchSpec, Runner, run_stage
+    from harness.status import stage_status
 
-    plan = launch.Plan.create([Runner(BenchSpec(model="classical", data="sample", device="cpu", out=tmp_path))],
+    plan = Plan.create([Runner(BenchSpec(model="classical", data="sample", device="cpu", out=tmp_path))],
                               tmp_path)
     with pytest.raises(ConfigError, match="no stage 'classical/train/soma'"):
-        launch.run_stage(tmp_path, "classical/train/soma")
+        run_stage(tmp_path, "classical/train/soma")
     shutil.rmtree(tmp_path / "stages", ignore_errors=True)
-    rows = launch.stage_status(launch.Plan.load(tmp_path))
+    rows = stage_status(Plan.load(tmp_path))
     assert [(r["stage"], r["state"], r["detail"]) for r in rows][:2] == [
         ("classical/predict/zero_shot/cells/spec_test", "pending", "ready"),
         ("classical/evaluate/zero_shot/cells/spec_test", "pending",
@@ -310,7 +315,7 @@ def test_stage_ids_and_missing_stage(tmp_path: Path) -> None:
 
 
 def test_example_launcher_yaml_loads() -> None:
-    from harness.launch import SlurmOptions
+    from harness.launch_slurm import SlurmOptions
 
     options = SlurmOptions.from_yaml(REPO / "configs" / "launchers" / "slurm.yaml")
     assert (options.partition, options.gpus_per_node, options.time_min, options.cluster) == ("gpu", 1, 2880, "slurm")
@@ -318,20 +323,21 @@ def test_example_launcher_yaml_loads() -> None:
 
 def test_status_reports_a_job_that_slurm_ended(tmp_path: Path, monkeypatch) -> None:
     """A job killed by its time limit never records a failure itself: status asks sacct and says why."""
-    from harness import launch
+    from harness.plan import Plan, job_record_path
     from harness.run import BenchSpec, Runner
+    from harness.status import stage_status
 
     monkeypatch.setenv("PATH", f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path / "slurm"))
     (tmp_path / "slurm").mkdir()
     (tmp_path / "slurm" / "outcome.json").write_text(json.dumps({"77": "TIMEOUT", "78": "RUNNING"}))
     out = tmp_path / "run"
-    plan = launch.Plan.create([Runner(BenchSpec(model="classical", data="sample", device="cpu", out=out))], out)
+    Plan.create([Runner(BenchSpec(model="classical", data="sample", device="cpu", out=out))], out)
     for stage_id, job in (("classical/train/cells", "77"), ("classical/predict/zero_shot/cells/spec_test", "78")):
-        path = launch.job_record_path(out, stage_id)
+        path = job_record_path(out, stage_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"job_id": job, "log": "x.log", "job_log": f"{job}_0_log.err"}))
-    rows = {r["stage"]: r for r in launch.stage_status(launch.Plan.load(out))}
+    rows = {r["stage"]: r for r in stage_status(Plan.load(out))}
     assert (rows["classical/train/cells"]["state"], rows["classical/train/cells"]["detail"]) == (
         "failed", "slurm job 77: TIMEOUT")
     assert rows["classical/predict/zero_shot/cells/spec_test"]["state"] == "submitted"

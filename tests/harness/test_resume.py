@@ -203,7 +203,9 @@ def test_code_keys_follow_the_imports_of_each_stage_kind() -> None:
     assert not models & rel["evaluate"]  # (the registry and base are imported by the weights cache lookup)
     assert "harness/predictions.py" in rel["predict"] and "harness/predictions.py" not in rel["train"]
     assert "harness/predictions.py" not in {str(p.relative_to(REPO)) for p in keys.code_files("train", "classical")}
-    assert rel["results"] == {"harness/run.py"}
+    runner = {"harness/run.py", "harness/planner.py", "harness/plan.py"}  # the stage bodies and what they read
+    assert runner <= rel["train"] and {*runner, "harness/results.py"} <= rel["results"]  # results.md's renderer
+    assert not models & rel["results"] and not any(p.startswith("metrics/") for p in rel["results"])
     yolo = {str(p.relative_to(REPO)) for p in keys.code_files("predict", "yolo11")}
     assert "adapters/yolo.py" in yolo  # registry name yolo11, module adapters/yolo.py
     classical = {str(p.relative_to(REPO)) for p in keys.code_files("train", "classical")}
