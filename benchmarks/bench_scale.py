@@ -49,14 +49,18 @@ EVALUATED = ("spec/test", "gen/test")
 def _step(cmd: Sequence[str], log: Path, env: dict[str, str]) -> dict[str, float]:
     """Run one command; its wall time, CPU time (user + system: what a shared machine does not inflate) and
     peak RSS (MB). A failure raises with the end of its log."""
+    from harness.io import write_bytes
+
     start = time.perf_counter()
-    with log.open("w") as handle:
-        proc = subprocess.Popen(list(cmd), stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    output = proc.stdout.read()  # until the child closes it, i.e. exits; then reap it with its own usage
+    proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
+    write_bytes(log, output)
     if proc.returncode != 0:
-        tail = log.read_text().splitlines()[-5:]
+        tail = output.decode(errors="replace").splitlines()[-5:]
         raise RuntimeError(f"{' '.join(cmd[2:5])} exited {proc.returncode}: " + " | ".join(tail))
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
