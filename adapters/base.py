@@ -141,12 +141,14 @@ class Adapter(abc.ABC):
 
     @classmethod
     def build(cls, params: dict[str, Any] | None = None, *, seed: int = 0, **fixed: Any) -> Adapter:
-        """Construct from a config mapping, rejecting unknown keys with the list of allowed ones.
+        """Construct from a config mapping: unknown keys, values of the wrong type or out of `limits` fail first
+        (`check_params`), so a constructor only stores its values.
 
         `seed` is the run's seed (the harness passes ``--seed``, + k for ensemble member k).
         """
         params = dict(params or {})
         check_keys(cls.__init__, {**params, **fixed}, f"model '{cls.name}'")
+        cls.check_params(params)
         adapter = cls(**params, **fixed)
         adapter.seed = int(seed)
         return adapter

@@ -125,7 +125,8 @@ def _mediar_pair(image: np.ndarray, sample: Sample) -> Pair:
     from cellpose import dynamics
 
     import adapters
-    from adapters.mediar import instances_from_labels, mediar_normalize, sliding_window
+    from adapters._upstream.mediar.augment import mediar_normalize
+    from adapters._upstream.mediar.sliding_window import instances_from_labels, sliding_window
 
     image, sample = _corner(image, sample, 512)  # random-init flows make dynamics slow: one window's worth
     adapter = adapters.get("mediar").build({"encoder": "mit_b0"}, device="cpu")

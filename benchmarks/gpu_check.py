@@ -119,7 +119,7 @@ def prepare_weights(cache: Path, names: list[str], mode: str) -> dict[str, str]:
         except make_weights.SideEnvMissing:  # MEDIAR: the adapter's own network has the same (tested) layout
             import torch
 
-            from adapters.mediar import build_network
+            from adapters._upstream.mediar.network import build_network
 
             with atomic_path(target) as tmp:
                 torch.save(build_network("mit_b5").state_dict(), str(tmp))

@@ -103,12 +103,14 @@ def test_registered_with_traits_weights_and_schema() -> None:
         cls.build({"decoder_channels": [64]})
     with pytest.raises(ConfigError, match="unknown key.*lr.*allowed: epochs, learning_rate"):
         cls.check_schedule({"lr": 1e-4})
-    with pytest.raises(ConfigError, match="encoder 'resnet34' is not one of mit_b0"):
+    with pytest.raises(ConfigError, match=r"model 'mediar'.encoder: must be one of 'mit_b0', .*'mit_b5', got 'resnet34'"):
         cls.build({"encoder": "resnet34"})
-    with pytest.raises(ConfigError, match="window must be a positive multiple of 32 pixels, got 500"):
+    with pytest.raises(ConfigError, match=r"model 'mediar'.window: must be >= 32 and multiple of 32, got 500"):
         cls.build({"window": 500})
-    with pytest.raises(ConfigError, match="cellprob_threshold is a probability"):
+    with pytest.raises(ConfigError, match=r"model 'mediar'.cellprob_threshold: must be in \(0, 1\), got 0.0"):
         cls.build({"cellprob_threshold": 0.0})
+    with pytest.raises(ConfigError, match=r"model 'mediar'.label_rule: must be one of 'last', 'first', 'smallest'"):
+        cls.build({"label_rule": "largest"})
     with pytest.raises(ConfigError, match="unknown key.*ensemble_with"):  # ensembles are the harness's (load_ensemble)
         cls.build({"ensemble_with": "from_phase1"})
     assert cls.supports_ensemble
@@ -127,7 +129,7 @@ def test_missing_weights_name_the_fetch_command() -> None:
 def test_state_dict_layout_is_mediars() -> None:
     from torch import nn
 
-    from adapters.mediar import build_network
+    from adapters._upstream.mediar.network import build_network
 
     net = build_network(ENCODER)
     count, digest = layout(net.state_dict())
@@ -151,7 +153,7 @@ def test_state_dict_layout_is_mediars() -> None:
 @pytest.mark.slow
 def test_mit_b5_layout_is_mediars() -> None:
     """The full MEDIAR-Former: 121.3 M parameters, the key layout of MEDIAR's released checkpoints."""
-    from adapters.mediar import build_network
+    from adapters._upstream.mediar.network import build_network
 
     net = build_network("mit_b5")
     count, digest = layout(net.state_dict())
@@ -163,7 +165,9 @@ def test_checkpoint_saved_like_mediar_loads_strictly_and_predicts_like_the_netwo
 ) -> None:
     import torch
 
-    from adapters.mediar import MediarAdapter, build_network, mediar_normalize
+    from adapters._upstream.mediar.augment import mediar_normalize
+    from adapters._upstream.mediar.network import build_network
+    from adapters.mediar import MediarAdapter
     from harness import weights
 
     net = build_network(ENCODER).eval()
@@ -182,7 +186,8 @@ def test_checkpoint_saved_like_mediar_loads_strictly_and_predicts_like_the_netwo
 def test_renamed_or_reshaped_keys_are_rejected_naming_them(tmp_path: Path) -> None:
     import torch
 
-    from adapters.mediar import MediarAdapter, build_network, load_strict
+    from adapters._upstream.mediar.network import build_network, load_strict
+    from adapters.mediar import MediarAdapter
 
     state = build_network(ENCODER).state_dict()
     good = save_like_mediar_state(state, tmp_path / "good.pth")
@@ -233,7 +238,7 @@ def test_normalisation_is_mediars() -> None:
     """Non-zero 0-99.5 percentiles → uint8 via skimage (as MEDIAR's CustomNormalizeImage) → min-max to [0, 1]."""
     from skimage import exposure
 
-    from adapters.mediar import mediar_normalize
+    from adapters._upstream.mediar.augment import mediar_normalize
 
     rng = np.random.default_rng(3)
     image = rng.integers(0, 4000, size=(40, 50)).astype(np.uint16)
@@ -256,7 +261,7 @@ def test_flow_targets_are_cellposes_and_leave_labels_alone() -> None:
     import torch
     from cellpose import dynamics
 
-    from adapters.mediar import flow_targets, mediar_loss
+    from adapters._upstream.mediar.recipe import flow_targets, mediar_loss
 
     labels = np.zeros((40, 60), dtype=np.int32)
     yy, xx = np.mgrid[:40, :60]
@@ -282,7 +287,7 @@ def test_flow_targets_are_cellposes_and_leave_labels_alone() -> None:
 def test_sliding_window_blends_exactly_and_tta_fixes_flow_signs() -> None:
     import torch
 
-    from adapters.mediar import flip_tta, importance_map, sliding_window, window_starts
+    from adapters._upstream.mediar.sliding_window import flip_tta, importance_map, sliding_window, window_starts
 
     assert window_starts(1024, 512, 0.6) == [0, 204, 408, 512]
     assert len(window_starts(1944, 512, 0.6)) * len(window_starts(2592, 512, 0.6)) == 9 * 12
@@ -316,7 +321,8 @@ def test_sliding_window_blends_exactly_and_tta_fixes_flow_signs() -> None:
 def test_masks_from_ideal_flows_recover_the_cells() -> None:
     import torch
 
-    from adapters.mediar import MediarAdapter, flow_targets, instances_from_labels
+    from adapters._upstream.mediar.recipe import flow_targets
+    from adapters._upstream.mediar.sliding_window import instances_from_labels, masks_from_output
 
     labels = np.zeros((64, 64), dtype=np.int32)
     yy, xx = np.mgrid[:64, :64]
@@ -324,8 +330,8 @@ def test_masks_from_ideal_flows_recover_the_cells() -> None:
     labels[(yy - 40) ** 2 + (xx - 44) ** 2 < 120] = 2
     output = np.concatenate([5.0 * flow_targets(labels, torch.device("cpu")),
                              np.where(labels > 0, 4.0, -4.0)[None]]).astype(np.float32)
-    adapter = MediarAdapter(encoder=ENCODER)
-    masks = adapter.masks_from_output(output)
+    masks = masks_from_output(output, torch.device("cpu"), cellprob_threshold=0.5, flow_threshold=0.4, niter=200,
+                              min_size=16)
     pairs = {(int(a), int(b)) for a, b in zip(masks.ravel(), labels.ravel())}
     assert pairs == {(0, 0), (1, 1), (2, 2)} or pairs == {(0, 0), (2, 1), (1, 2)}
     probability = np.where(labels > 0, 0.9, 0.1)
@@ -342,7 +348,8 @@ def test_scale_resizes_training_images_and_predicts_at_full_resolution() -> None
     area-downsampled and its output is bilinearly resized back to the input size before the dynamics."""
     import torch
 
-    from adapters.mediar import MediarAdapter, TrainImage, rescale_train_image
+    from adapters._upstream.mediar.augment import TrainImage, rescale_train_image
+    from adapters.mediar import MediarAdapter
 
     pixels = np.array([[[0, 2, 10, 10], [4, 6, 10, 10], [1, 1, 7, 8], [1, 1, 9, 9]]], dtype=np.uint8)
     labels = np.array([[0, 0, 3, 3], [0, 5, 3, 3], [7, 7, 0, 0], [7, 7, 0, 1]], dtype=np.int32)
@@ -351,8 +358,8 @@ def test_scale_resizes_training_images_and_predicts_at_full_resolution() -> None
     assert item.pixels.tolist() == [[[3, 10], [1, 8]]]  # 8.25 -> 8: rounded to nearest
     assert item.labels.tolist() == [[0, 3], [7, 0]]  # nearest = each 2 x 2 block's top-left label
     assert rescale_train_image(item, 1.0) is item
-    with pytest.raises(ConfigError, match="scale must be in"):
-        MediarAdapter(encoder=ENCODER, scale=0.0)
+    with pytest.raises(ConfigError, match=r"model 'mediar'.scale: must be in \(0, 4\], got 0.0"):
+        MediarAdapter.build({"encoder": ENCODER, "scale": 0.0})
 
     adapter = MediarAdapter(encoder=ENCODER, window=64, scale=0.5)
     adapter._nets = [torch.nn.Identity()]  # output = the network input: shows exactly what the network saw
@@ -365,7 +372,7 @@ def test_scale_resizes_training_images_and_predicts_at_full_resolution() -> None
 
 
 def test_augmented_crops_keep_image_and_labels_aligned(train_sample: Sample) -> None:
-    from adapters.mediar import TrainImage, augmented_crop, mediar_uint8
+    from adapters._upstream.mediar.augment import TrainImage, augmented_crop, mediar_uint8
 
     labels = np.zeros((train_sample.height, train_sample.width), dtype=np.int32)
     for k, inst in enumerate(train_sample.instances, 1):
@@ -394,7 +401,8 @@ def test_augmented_crops_keep_image_and_labels_aligned(train_sample: Sample) -> 
 
 
 def test_ensemble_averages_two_checkpoints_until_a_single_one_is_loaded(tmp_path: Path, train_sample: Sample) -> None:
-    from adapters.mediar import MediarAdapter, build_network
+    from adapters._upstream.mediar.network import build_network
+    from adapters.mediar import MediarAdapter
 
     first = save_like_mediar(build_network(ENCODER), tmp_path / "a.pth")
     second = save_like_mediar(build_network(ENCODER), tmp_path / "b.pth")

@@ -51,7 +51,7 @@ def weights_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """from_phase1/from_phase2 saved as MEDIAR saves them (plain state dict of its MEDIARFormer layout, mit_b0)."""
     import torch
 
-    from adapters.mediar import build_network
+    from adapters._upstream.mediar.network import build_network
 
     cache = tmp_path_factory.mktemp("mediar_weights")
     for seed, name in enumerate(("from_phase1", "from_phase2")):
