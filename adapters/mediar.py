@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters import register
-from adapters._upstream.mediar import recipe
-from adapters._upstream.mediar.network import (ENCODERS, RELEASED, build_network, check_mediar_file, load_strict,
-                                               read_state_dict)
+from adapters._upstream.mediar import network, recipe
 from adapters._upstream.mediar.sliding_window import instances_from_labels, masks_from_output, network_output
 from adapters.torch_base import TorchAdapter
 from harness.errors import ConfigError, DataError
@@ -41,13 +39,13 @@ class MediarAdapter(TorchAdapter):
     needs_label_maps = True
     predict_params = frozenset({"window", "overlap", "window_batch", "tta", "cellprob_threshold", "flow_threshold",
                                 "niter", "min_size"})
-    limits = {"encoder": ENCODERS, "window": ">= 32 and multiple of 32", "overlap": "in [0, 1)", "window_batch": ">= 1",
-              "niter": ">= 1", "cellprob_threshold": "in (0, 1)", "min_size": ">= 0", "min_pixels": ">= 0",
-              "label_rule": ("last", "first", "smallest"), "scale": "in (0, 4]", "epochs": ">= 1",
-              "learning_rate": "> 0", "weight_decay": ">= 0", "batch_size": ">= 1",
+    limits = {"encoder": network.ENCODERS, "window": ">= 32 and multiple of 32", "overlap": "in [0, 1)",
+              "window_batch": ">= 1", "niter": ">= 1", "cellprob_threshold": "in (0, 1)", "min_size": ">= 0",
+              "min_pixels": ">= 0", "label_rule": ("last", "first", "smallest"), "scale": "in (0, 4]",
+              "epochs": ">= 1", "learning_rate": "> 0", "weight_decay": ">= 0", "batch_size": ">= 1",
               "crop_size": ">= 32 and multiple of 32", "crops_per_epoch": ">= 1", "t_max": ">= 1", "eta_min": ">= 0",
               "zoom_prob": "in [0, 1]"}
-    weights = RELEASED
+    weights = network.RELEASED
     supports_ensemble = True
     packages = ("torch", "segmentation-models-pytorch", "timm", "cellpose")
 
@@ -88,16 +86,16 @@ class MediarAdapter(TorchAdapter):
         self.niter, self.min_size, self.label_rule, self.min_pixels = int(niter), int(min_size), label_rule, min_pixels
         self.scale = float(scale)
         if self.weights_path is not None:
-            check_mediar_file(self.weights_path, encoder)
+            network.check_mediar_file(self.weights_path, encoder)
         self.ensemble_paths: list[Path] = []  # set by `load_ensemble`: the networks averaged at prediction
         self._nets: list[Any] | None = None
 
     # ------------------------------------------------------------------ networks
 
     def _network_from(self, path: Path | None) -> Any:
-        net = build_network(self.encoder)
+        net = network.build_network(self.encoder)
         if path is not None:
-            load_strict(net, read_state_dict(path), str(path))
+            network.load_strict(net, network.read_state_dict(path), str(path))
         return net.to(self.torch_device())
 
     def networks(self) -> list[Any]:

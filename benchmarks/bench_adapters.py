@@ -100,7 +100,7 @@ def _classical_pair(image: np.ndarray, sample: Sample) -> Pair:
 
 def _yolo_pair(image: np.ndarray, sample: Sample) -> Pair:
     import adapters
-    from adapters.yolo import _ultralytics
+    from adapters._upstream.ultralytics import predict_size, ultralytics_offline
     from harness.data import to_uint8
 
     adapter = adapters.get("yolo11").build({"model_size": "n", "imgsz": 640, "conf": 1e-6, "max_det": 300},
@@ -108,9 +108,9 @@ def _yolo_pair(image: np.ndarray, sample: Sample) -> Pair:
     import torch
 
     torch.manual_seed(1)  # this seed's random head yields masks at conf 1e-6 (seed 0's yields none)
-    adapter._yolo = adapter._initial_model(_ultralytics())  # random-init nano from its YAML, no weights here
+    adapter._yolo = adapter._initial_model(ultralytics_offline())  # random-init nano from its YAML, no weights here
     bgr = np.ascontiguousarray(np.repeat(to_uint8(image)[..., None], 3, axis=-1)[..., ::-1])
-    settings = dict(imgsz=adapter._predict_size(*image.shape[:2]), conf=adapter.conf, iou=adapter.iou,
+    settings = dict(imgsz=predict_size(adapter.imgsz, adapter.predict_imgsz, *image.shape[:2]), conf=adapter.conf, iou=adapter.iou,
                     max_det=adapter.max_det, retina_masks=True, device="cpu", verbose=False, save=False)
     return Pair(adapter=lambda: adapter.predict(image), direct=lambda: adapter._yolo.predict(bgr, **settings),
                 count_direct=lambda results: 0 if results[0].masks is None else len(results[0].masks),

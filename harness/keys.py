@@ -117,7 +117,7 @@ def code_files(kind: str, model: str) -> tuple[Path, ...]:
     """The source files that compute a stage of `kind` for `model` (see the module docstring)."""
     import adapters
 
-    module = adapters.get(model).__module__  # the registry name may differ from the file (yolo11 → adapters.yolo)
+    module = adapters.get(model).__module__
     roots = tuple(root.format(adapter=module) for root in STAGE_ROOTS[kind])
     return tuple(sorted({*RUNNER, *closure(roots)}))
 

@@ -6,5 +6,6 @@ libraries, training loops without an API) is rebuilt here, each module naming th
 ``cellseg1/`` (SAM + LoRA, the mask generator, prompts, tiles, augmentation, loss, selection, released LoRA
 files), ``cellpose_common`` (what the cellpose 3 and Cellpose-SAM adapters share: offline import, training on
 label maps, prediction), ``cellpose_files`` (cellpose 3 network files), ``cpsam`` (cellpose 4's CPSAM
-networks). The leading underscore keeps `adapters.discover` from importing this package as an adapter.
+networks), ``mediar/`` (the MEDIAR-Former network, augmentations, recipe, sliding window), ``ultralytics`` (the
+offline sandbox). The leading underscore keeps `adapters.discover` from importing this package as an adapter.
 """

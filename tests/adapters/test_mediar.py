@@ -287,7 +287,12 @@ def test_flow_targets_are_cellposes_and_leave_labels_alone() -> None:
 def test_sliding_window_blends_exactly_and_tta_fixes_flow_signs() -> None:
     import torch
 
-    from adapters._upstream.mediar.sliding_window import flip_tta, importance_map, sliding_window, window_starts
+    from adapters._upstream.mediar.sliding_window import (
+        flip_tta,
+        importance_map,
+        sliding_window,
+        window_starts,
+    )
 
     assert window_starts(1024, 512, 0.6) == [0, 204, 408, 512]
     assert len(window_starts(1944, 512, 0.6)) * len(window_starts(2592, 512, 0.6)) == 9 * 12

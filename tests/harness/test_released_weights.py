@@ -89,9 +89,9 @@ def test_yolo_file_is_a_stripped_ultralytics_checkpoint(tmp_path: Path) -> None:
 
     path = make_weights.build("yolo11n-seg", tmp_path)
     assert path.name == "yolo11n-seg.pt"
-    from adapters.yolo import _ultralytics
+    from adapters._upstream.ultralytics import ultralytics_offline
 
-    _ultralytics()
+    ultralytics_offline()
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     assert (ckpt["epoch"], ckpt["optimizer"], ckpt["ema"], ckpt["updates"], ckpt["best_fitness"]) == (
         -1, None, None, None, None)

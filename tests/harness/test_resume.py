@@ -199,7 +199,7 @@ def test_code_keys_follow_the_imports_of_each_stage_kind() -> None:
     assert "adapters/cellpose.py" in rel["train"] and "adapters/cellpose.py" in rel["predict"]
     assert not any(p.startswith("metrics/") for p in rel["train"] | rel["predict"])
     assert {"metrics/matching.py", "metrics/scores.py", "harness/evaluate.py"} <= rel["evaluate"]
-    models = {f"adapters/{name}.py" for name in ("cellpose", "classical", "mediar", "cellseg1", "yolo")}
+    models = {f"adapters/{name}.py" for name in ("cellpose", "classical", "mediar", "cellseg1", "yolo11")}
     assert not models & rel["evaluate"]  # (the registry and base are imported by the weights cache lookup)
     assert "harness/predictions.py" in rel["predict"] and "harness/predictions.py" not in rel["train"]
     assert "harness/predictions.py" not in {str(p.relative_to(REPO)) for p in keys.code_files("train", "classical")}
@@ -207,7 +207,7 @@ def test_code_keys_follow_the_imports_of_each_stage_kind() -> None:
     assert runner <= rel["train"] and {*runner, "harness/results.py"} <= rel["results"]  # results.md's renderer
     assert not models & rel["results"] and not any(p.startswith("metrics/") for p in rel["results"])
     yolo = {str(p.relative_to(REPO)) for p in keys.code_files("predict", "yolo11")}
-    assert "adapters/yolo.py" in yolo  # registry name yolo11, module adapters/yolo.py
+    assert {"adapters/yolo11.py", "adapters/_upstream/ultralytics.py"} <= yolo  # registry name = module = yolo11
     classical = {str(p.relative_to(REPO)) for p in keys.code_files("train", "classical")}
     assert "metrics/scores.py" in classical and "adapters/cellpose.py" not in classical
 

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from adapters._upstream.mediar.augment import TrainImage, augmented_crop, centre_crop, mediar_uint8, rescale_train_image
+from adapters._upstream.mediar.augment import (
+    TrainImage,
+    augmented_crop,
+    centre_crop,
+    mediar_uint8,
+    rescale_train_image,
+)
 from adapters._upstream.mediar.network import load_strict
 from harness.errors import ConfigError
 

@@ -56,7 +56,7 @@ def sliding_window(net: Any, image: Any, window: int, overlap: float, batch: int
     for first in range(0, len(origins), batch):
         chunk = origins[first : first + batch]
         outputs = net(torch.stack([padded[:, y : y + window, x : x + window] for y, x in chunk])).float()
-        for (y, x), out in zip(chunk, outputs):
+        for (y, x), out in zip(chunk, outputs, strict=True):
             total[:, y : y + window, x : x + window] += out * weight
             norm[y : y + window, x : x + window] += weight
     total /= norm

@@ -65,10 +65,12 @@ def test_registered_with_schema_and_weights_table() -> None:
     assert cls.weights[0].url == "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11l-seg.pt"
     with pytest.raises(ConfigError, match="unknown key.*colour"):
         cls.build({"colour": "red"})
-    with pytest.raises(ConfigError, match="model_size 'q'"):
+    with pytest.raises(ConfigError, match=r"model 'yolo11'.model_size: must be one of 'n', 's', 'm', 'l', 'x', got 'q'"):
         cls.build({"model_size": "q"})
-    with pytest.raises(ConfigError, match="imgsz must be a positive multiple of 32"):
+    with pytest.raises(ConfigError, match=r"model 'yolo11'.imgsz: must be >= 32 and multiple of 32, got 1000"):
         cls.build({"imgsz": 1000})
+    with pytest.raises(ConfigError, match=r"predict_imgsz must be a multiple of 32, 'native' or null, got 'full'"):
+        cls.build({"predict_imgsz": "full"})
     with pytest.raises(ConfigError, match="bf16.*CUDA"):
         cls.build({"amp": "bf16"})
     with pytest.raises(ConfigError, match="unknown key.*imgsz"):
@@ -115,7 +117,7 @@ def test_import_is_offline_and_keeps_thread_settings(subprocess_env: dict[str, s
     env["C6BENCH_WEIGHTS"] = str(tmp_path)
     code = (
         "import json, os, torch; n = torch.get_num_threads(); import cv2; c = cv2.getNumThreads()\n"
-        "from adapters.yolo import _ultralytics; _ultralytics()\n"
+        "from adapters._upstream.ultralytics import ultralytics_offline; ultralytics_offline()\n"
         "from ultralytics.utils import ONLINE, SETTINGS, USER_CONFIG_DIR\n"
         "print(json.dumps({'omp': os.environ.get('OMP_NUM_THREADS'), 'threads': torch.get_num_threads() == n,"
         " 'cv2': cv2.getNumThreads() == c, 'np': __import__('numpy').get_printoptions()['linewidth'], 'offline': os.environ['YOLO_OFFLINE'], 'online': ONLINE,"
@@ -140,14 +142,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> dict[
     """Train 1 epoch at 160 px with every network path recorded; predict; all under the offline guard."""
     import torch
 
-    from adapters.yolo import _ultralytics
+    from adapters._upstream.ultralytics import ultralytics_offline
 
     root = tmp_path_factory.mktemp("yolo")
     patch = pytest.MonkeyPatch()
     for var, sub in (("YOLO_CONFIG_DIR", "yolo"), ("C6BENCH_WEIGHTS", "weights")):  # as conftest's isolated_caches
         (tmp_path_factory.getbasetemp() / "caches" / sub).mkdir(parents=True, exist_ok=True)
         patch.setenv(var, str(tmp_path_factory.getbasetemp() / "caches" / sub))
-    _ultralytics()
+    ultralytics_offline()
     import ultralytics.data.utils as data_utils
     import ultralytics.engine.trainer as trainer
     import ultralytics.utils.checks as checks
