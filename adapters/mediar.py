@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters import register
 from adapters._upstream.mediar import network, recipe
-from adapters._upstream.mediar.sliding_window import instances_from_labels, masks_from_output, network_output
+from adapters._upstream.mediar.sliding_window import CATEGORY, masks_from_output, network_output
 from adapters.torch_base import TorchAdapter
 from harness.errors import ConfigError, DataError
 from harness.io import write_json
@@ -177,13 +177,12 @@ class MediarAdapter(TorchAdapter):
 
     def predict(self, image: np.ndarray) -> list[Instance]:
         """Instances with mean-probability scores, from flows + probability via cellpose's dynamics."""
-        import numpy as np
+        from harness.convert import instances_from_logits
 
         output = self.raw_output(image)
         labels = masks_from_output(output, self.torch_device(), cellprob_threshold=self.cellprob_threshold,
                                    flow_threshold=self.flow_threshold, niter=self.niter, min_size=self.min_size)
-        probability = 1.0 / (1.0 + np.exp(-output[2].astype(np.float64)))
-        return instances_from_labels(labels, probability)
+        return instances_from_logits(labels, output[2], CATEGORY)  # score: mean sigmoid of the logit
 
     def raw_output(self, image: np.ndarray) -> np.ndarray:
         """The (ensemble-, TTA-) averaged network output (dY, dX, logit) at full resolution, float32 (3, H, W)."""

@@ -126,7 +126,8 @@ def _mediar_pair(image: np.ndarray, sample: Sample) -> Pair:
 
     import adapters
     from adapters._upstream.mediar.augment import mediar_normalize
-    from adapters._upstream.mediar.sliding_window import instances_from_labels, sliding_window
+    from adapters._upstream.mediar.sliding_window import CATEGORY, sliding_window
+    from harness.convert import instances_from_logits
 
     image, sample = _corner(image, sample, 512)  # random-init flows make dynamics slow: one window's worth
     adapter = adapters.get("mediar").build({"encoder": "mit_b0"}, device="cpu")
@@ -143,10 +144,10 @@ def _mediar_pair(image: np.ndarray, sample: Sample) -> Pair:
                                       device=torch.device("cpu"))
 
     gt = _gt_label_map(sample)
-    probability = np.full(gt.shape, 0.5)
+    logits = np.zeros(gt.shape)  # probability 0.5
     return Pair(adapter=lambda: adapter.predict(image), direct=direct,
                 count_direct=lambda labels: int(np.asarray(labels).max()),
-                extra={"postprocess_gt_s": lambda: instances_from_labels(gt, probability)},
+                extra={"postprocess_gt_s": lambda: instances_from_logits(gt, logits, CATEGORY)},
                 notes={"direct": "the network over MEDIAR's sliding window (512, overlap 0.6, Gaussian) + "
                                  "cellpose.dynamics.compute_masks, same thresholds; the adapter adds scores "
                                  "and crops",

@@ -327,7 +327,8 @@ def test_masks_from_ideal_flows_recover_the_cells() -> None:
     import torch
 
     from adapters._upstream.mediar.recipe import flow_targets
-    from adapters._upstream.mediar.sliding_window import instances_from_labels, masks_from_output
+    from adapters._upstream.mediar.sliding_window import masks_from_output
+    from harness.convert import instances_from_logits
 
     labels = np.zeros((64, 64), dtype=np.int32)
     yy, xx = np.mgrid[:64, :64]
@@ -341,7 +342,7 @@ def test_masks_from_ideal_flows_recover_the_cells() -> None:
     assert pairs == {(0, 0), (1, 1), (2, 2)} or pairs == {(0, 0), (2, 1), (1, 2)}
     probability = np.where(labels > 0, 0.9, 0.1)
     probability[20, 20] = 0.5
-    instances = instances_from_labels(labels, probability)
+    instances = instances_from_logits(labels, np.log(probability / (1 - probability)), "cell")
     assert [(i.bbox, i.area, i.category) for i in instances] == [((11, 11, 30, 30), int((labels == 1).sum()), "cell"),
                                                                  ((30, 34, 51, 55), int((labels == 2).sum()), "cell")]
     assert instances[0].score == pytest.approx((0.9 * (instances[0].area - 1) + 0.5) / instances[0].area)

@@ -11,16 +11,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from adapters._upstream.mediar.augment import mediar_normalize, scaled_size
 
-if TYPE_CHECKING:
-    from harness.data import Instance
-
-_CATEGORY = "cell"
+CATEGORY = "cell"  # the one category of a single-class model's instances
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
@@ -104,15 +101,3 @@ def masks_from_output(output: np.ndarray, device: Any, *, cellprob_threshold: fl
     masks = dynamics.compute_masks(output[:2], output[2], niter=niter, cellprob_threshold=logit_threshold,
                                    flow_threshold=flow_threshold, min_size=min_size, device=device)
     return np.asarray(masks, dtype=np.int32)
-
-
-def instances_from_labels(labels: np.ndarray, probability: np.ndarray) -> list[Instance]:
-    """One scored `Instance` per label via bounding-box crops (score = mean cell probability inside it)."""
-    from scipy import ndimage
-
-    from harness.convert import instances_from_label_map
-
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    means = ndimage.mean(probability, labels=labels, index=ids) if ids.size else []
-    return instances_from_label_map(labels, _CATEGORY, {int(k): float(v) for k, v in zip(ids, means, strict=True)})
