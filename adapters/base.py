@@ -12,6 +12,7 @@ import abc
 import importlib.metadata
 import inspect
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ class WeightSpec:
     where one is published or recorded (None = none); a hash prefix in ``file``'s name is found by itself
     (`harness.integrity`). With no hash at all, ``c6bench weights fetch`` logs the sha256 it computed so it can be
     pinned here, and runs record it in their manifest. ``adapter`` is filled in by the registry.
+    A recorded digest may be a prefix: torchvision and torch.hub publish only the first 8 hex digits of a file's
+    sha256 (``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``), SAM the first 6 of its md5.
     Defined here, beside `Adapter`, so that the adapters need nothing from the harness to declare weights.
     """
 
@@ -47,6 +50,12 @@ class WeightSpec:
     adapter: str = ""
     md5: str | None = None
 
+    def __post_init__(self) -> None:
+        for algorithm, value, shortest, full in (("sha256", self.sha256, 8, 64), ("md5", self.md5, 6, 32)):
+            if value is not None and not re.fullmatch(f"[0-9a-f]{{{shortest},{full}}}", value):
+                raise ValueError(f"WeightSpec {self.name!r}: {algorithm} must be {shortest} to {full} lowercase hex "
+                                 f"digits (a full digest or a published prefix), got {value!r}")
+
 
 class Adapter(abc.ABC):
     """Common train/predict surface over one upstream model.
@@ -56,7 +65,9 @@ class Adapter(abc.ABC):
         description: one line for ``c6bench models``.
         multiclass: True when one model learns every class (YOLO); False when the harness trains one
             single-class model per target (CellPose, as in the paper).
-        needs_label_maps: True when training needs priority-resolved, non-overlapping label maps.
+        needs_label_maps: True when training needs priority-resolved, non-overlapping label maps: the harness then
+            flattens the overlaps of the training and validation samples (the config's ``label_maps`` rule;
+            `harness.flatten`) before `train` sees them, which paints them with `harness.flatten.label_image`.
         weights: known pretrained weights of this model (`WeightSpec`s; fetched by ``c6bench weights fetch``).
         supports_ensemble: True when `load_ensemble` can predict with several checkpoints at once (the
             harness's ensembles: a list of zero-shot weights or of fine-tuning inits in the model YAML).
@@ -100,9 +111,10 @@ class Adapter(abc.ABC):
     def train(self, train_samples: Sequence[Sample], val_samples: Sequence[Sample], out_dir: Path, **schedule: Any) -> Path:
         """Fine-tune on `train_samples` (validate on `val_samples`), write into `out_dir`, return the checkpoint.
 
-        Subclasses declare their schedule as keyword-only arguments (epochs, learning rate, ...).
-        For single-class adapters every instance's category is already the target name; for multiclass
-        adapters categories are the dataset's class names.
+        Subclasses declare their schedule as keyword-only arguments (epochs, learning rate, ...); the random seed
+        is not one of them: it is ``self.seed`` (the run's). For single-class adapters every instance's category
+        is already the target name; for multiclass adapters categories are the dataset's class names. With
+        ``needs_label_maps`` the samples' instances are already disjoint.
         """
 
     @abc.abstractmethod

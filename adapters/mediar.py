@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 @register("mediar")
 class MediarAdapter(TorchAdapter):
     """MEDIAR-Former: MA-Net + SegFormer encoder predicting cellpose flows; one model per target."""
@@ -41,7 +42,7 @@ class MediarAdapter(TorchAdapter):
                                 "niter", "min_size"})
     limits = {"encoder": network.ENCODERS, "window": ">= 32 and multiple of 32", "overlap": "in [0, 1)",
               "window_batch": ">= 1", "niter": ">= 1", "cellprob_threshold": "in (0, 1)", "min_size": ">= 0",
-              "min_pixels": ">= 0", "label_rule": ("last", "first", "smallest"), "scale": "in (0, 4]",
+              "scale": "in (0, 4]",
               "epochs": ">= 1", "learning_rate": "> 0", "weight_decay": ">= 0", "batch_size": ">= 1",
               "crop_size": ">= 32 and multiple of 32", "crops_per_epoch": ">= 1", "t_max": ">= 1", "eta_min": ">= 0",
               "zoom_prob": "in [0, 1]"}
@@ -62,8 +63,6 @@ class MediarAdapter(TorchAdapter):
         flow_threshold: float = 0.4,
         niter: int = 200,
         min_size: int = 16,
-        label_rule: str = "last",
-        min_pixels: int = 10,
         scale: float = 1.0,
     ) -> None:
         """Args (the schema of ``params`` in ``configs/models/mediar.yaml``; ranges in `limits`):
@@ -74,8 +73,6 @@ class MediarAdapter(TorchAdapter):
         cellprob_threshold: cell probability (after the sigmoid) above which pixels follow flows (MEDIAR: 0.5).
         flow_threshold, niter: cellpose's flow-error filter and number of dynamics steps (MEDIAR: 0.4, 200).
         min_size: masks below this many pixels are removed and holes filled (MEDIAR removes < 16 px).
-        label_rule, min_pixels: how overlapping annotations are flattened for training
-            (`harness.convert.label_map`).
         scale: images (and training label maps) are resized by this factor before the network, and its output
             is resized back to full resolution before the dynamics. MEDIAR works at native resolution (1.0);
             the quick CPU profile halves the pixels per cell to learn in minutes.
@@ -83,7 +80,7 @@ class MediarAdapter(TorchAdapter):
         super().__init__(weights=weights, device=device)
         self.encoder, self.window, self.overlap, self.window_batch = encoder, int(window), float(overlap), window_batch
         self.tta, self.cellprob_threshold, self.flow_threshold = bool(tta), float(cellprob_threshold), flow_threshold
-        self.niter, self.min_size, self.label_rule, self.min_pixels = int(niter), int(min_size), label_rule, min_pixels
+        self.niter, self.min_size = int(niter), int(min_size)
         self.scale = float(scale)
         if self.weights_path is not None:
             network.check_mediar_file(self.weights_path, encoder)
@@ -151,17 +148,17 @@ class MediarAdapter(TorchAdapter):
         out_dir.mkdir(parents=True, exist_ok=True)
         config = {
             "encoder": self.encoder, "init": str(self.weights_path) if self.weights_path else None,
-            "label_rule": self.label_rule, "min_pixels": self.min_pixels, "scale": self.scale,
+            "scale": self.scale,
             "train": [s.name for s in train_samples], "valid": [s.name for s in val_samples],
             "epochs": epochs, "learning_rate": learning_rate, "weight_decay": weight_decay, "batch_size": batch_size,
             "crop_size": crop_size, "crops_per_epoch": crops_per_epoch, "t_max": t_max, "eta_min": eta_min,
             "augment": augment, "zoom_prob": zoom_prob, "amp": amp, "seed": self.seed,
         }
-        train_set = recipe.training_set(train_samples, "train", self.label_rule, self.min_pixels, self.scale)
+        train_set = recipe.training_set(train_samples, "train", self.scale)
         if not any(item.labels.any() for item in train_set):
             raise DataError(f"mediar train: none of the {len(train_samples)} training image(s) has an instance of "
                             "this target; check the target's categories")
-        val_set = recipe.training_set(val_samples, "validation", self.label_rule, self.min_pixels, self.scale)
+        val_set = recipe.training_set(val_samples, "validation", self.scale)
         rng = self.seed_everything()
         net = self._network_from(self.weights_path)
         history = recipe.fit(net, train_set, val_set, out_dir, config=config, rng=rng, device=self.torch_device(),

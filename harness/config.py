@@ -2,8 +2,9 @@
 
 Everything is checked before any model is built: unknown keys fail naming the allowed ones, ``params``
 against the adapter's constructor and ``train`` against the keyword-only arguments of its ``train``.
-A profile (``paper`` = the paper's schedules, for a GPU; ``quick`` = minutes on a CPU) may override
-``params``, ``train``, ``zero_shot``, ``finetune``, ``classes`` and ``evaluate``.
+A profile (``paper`` = the paper's schedules, for a GPU; ``quick`` = minutes on a CPU, the only one required) may
+override ``params``, ``train``, ``zero_shot``, ``finetune``, ``classes``, ``evaluate`` and ``label_maps``; every key
+is explained in ``configs/models/_template.yaml``.
 
 Ensembles are a harness concept: ``zero_shot.weights`` (or a target's entry) and ``finetune.init`` may
 list several weights. Zero-shot then predicts with the average of the listed models; fine-tuning trains
@@ -28,11 +29,12 @@ from harness.io import read_yaml
 
 logger = logging.getLogger(__name__)
 
-_TOP = {"model", "params", "zero_shot", "finetune", "classes", "evaluate", "profiles"}
-_PROFILE = {"params", "train", "zero_shot", "finetune", "classes", "evaluate"}
+_TOP = {"model", "params", "zero_shot", "finetune", "classes", "evaluate", "label_maps", "profiles"}
+_PROFILE = {"params", "train", "zero_shot", "finetune", "classes", "evaluate", "label_maps"}
 _ZERO_SHOT = {"weights", "skip_reason", "ensemble", "params"}
 _FINETUNE = {"init", "ensemble"}
 _EVALUATE = {"merge_iou"}
+_LABEL_MAPS = {"rule", "min_pixels"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class ModelConfig:
     classes: tuple[str, ...] | None = None  # what a multiclass model learns (targets); None = the dataset's
     merge_iou: float | None = None  # class-agnostic mask-IoU NMS of the classes a target merges; None = off
     zero_shot_params: dict[str, Any] = field(default_factory=dict)  # over `params`, for zero-shot rows only
+    label_rule: str = "last"  # how the harness flattens training samples of a model with needs_label_maps
+    min_pixels: int = 10
 
     def zero_shot_for(self, target: str) -> tuple[tuple[str, ...], str | None]:
         """``(weights, None)`` to run the zero-shot row of `target` (several = an ensemble), or ``((), reason)``.
@@ -89,6 +93,7 @@ class ModelConfig:
             "finetune": {"init": list(self.finetune_init), "ensemble": self.finetune_ensemble},
             "classes": list(self.classes) if self.classes is not None else None,
             "evaluate": {"merge_iou": self.merge_iou},
+            "label_maps": {"rule": self.label_rule, "min_pixels": self.min_pixels},
             "source": self.source,
         }
 
@@ -96,6 +101,12 @@ class ModelConfig:
 def config_path(model: str) -> Path:
     """The shipped config of a registered model."""
     return CONFIG_DIR / "models" / f"{model}.yaml"
+
+
+def profiles_of(model: str, path: Path | str | None = None) -> tuple[str, ...]:
+    """The profile names a model config defines (``quick`` always; ``paper`` where the paper has a row)."""
+    raw = read_yaml(Path(path) if path else config_path(model))
+    return tuple((raw or {}).get("profiles") or {})
 
 
 def _check(raw: Any, allowed: set[str], where: str) -> dict[str, Any]:
@@ -119,6 +130,9 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
     if raw.get("model", model) != model:
         raise ConfigError(f"{path}: says model {raw['model']!r} but was loaded for {model!r}")
     profiles = _check(raw.get("profiles"), set(raw.get("profiles") or {}), f"{path}: profiles")
+    if "quick" not in profiles:
+        raise ConfigError(f"{path}: profiles.quick is missing; every model config needs a quick profile (minutes on "
+                          "a CPU: tests and `make bench` run it); `paper` only where the paper has a row")
     if profile not in profiles:
         raise ConfigError(f"{path}: unknown profile {profile!r}; available: {', '.join(profiles) or 'none'}")
     prof = _check(profiles[profile], _PROFILE, f"{path}: profiles.{profile}")
@@ -169,6 +183,7 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
     if merge_iou is not None and (isinstance(merge_iou, bool) or not isinstance(merge_iou, (int, float))
                                   or not 0.0 < merge_iou <= 1.0):
         raise ConfigError(f"{path}: evaluate.merge_iou must be an IoU in (0, 1] or null, got {merge_iou!r}")
+    rule, min_pixels = _label_maps(cls, raw, prof, params, f"{path}", profile)
     classes = prof.get("classes", raw.get("classes"))
     if classes is not None and (not isinstance(classes, list) or not classes
                                 or not all(isinstance(c, str) for c in classes) or len(set(classes)) < len(classes)):
@@ -187,7 +202,32 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
         classes=tuple(classes) if classes is not None else None,
         merge_iou=float(merge_iou) if merge_iou is not None else None,
         zero_shot_params=zero_params,
+        label_rule=rule,
+        min_pixels=min_pixels,
     )
+
+
+def _label_maps(cls: Any, raw: dict[str, Any], prof: dict[str, Any], params: dict[str, Any], path: str,
+                profile: str) -> tuple[str, int]:
+    """``(rule, min_pixels)`` of the ``label_maps`` block (profile over top level); only for needs_label_maps.
+
+    An adapter that still takes ``label_rule`` / ``min_pixels`` as params gives its values as the defaults, so the
+    harness flattens by the rule the adapter names.
+    """
+    from harness.convert import RULES
+
+    block = {**_check(raw.get("label_maps"), _LABEL_MAPS, f"{path}: label_maps"),
+             **_check(prof.get("label_maps"), _LABEL_MAPS, f"{path}: profiles.{profile}.label_maps")}
+    if block and not cls.needs_label_maps:
+        raise ConfigError(f"{path}: label_maps is read only for models that train on label maps (needs_label_maps); "
+                          f"model '{cls.name}' trains on the overlapping instances: remove it")
+    rule, min_pixels = block.get("rule", params.get("label_rule", "last")), block.get("min_pixels",
+                                                                                       params.get("min_pixels", 10))
+    if rule not in RULES:
+        raise ConfigError(f"{path}: label_maps.rule must be one of {', '.join(RULES)}, got {rule!r}")
+    if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or min_pixels < 0:
+        raise ConfigError(f"{path}: label_maps.min_pixels must be an integer >= 0, got {min_pixels!r}")
+    return rule, min_pixels
 
 
 def _weights_value(value: Any, where: str, mapping: bool = True) -> Any:

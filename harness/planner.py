@@ -252,6 +252,8 @@ class Planner:
             params = {name: v for name, v in cfg.params.items() if name not in self.cls.predict_params}
             subset = ({"train_images": [s.name for s in self.train_subset(self.trial_of(stage))]}
                       if stage.trial else {})
+            if self.cls.needs_label_maps:  # how Runner._stage_train flattens the training overlaps
+                subset["label_maps"] = [cfg.label_rule, cfg.min_pixels]
             return {"params": params, "schedule": cfg.train, "init": [init, keys.weights_digest(init)],
                     "unit": unit.train_as, "seed": seed + k, **subset,
                     "data": keys.data_digest(self.data, [self.data.train, self.data.valid])}

@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from harness.concurrency import run_dir_lock, stage_lock
 from harness.data import load_coco
 from harness.errors import C6BenchError, ConfigError
 from harness.evaluate import evaluate
+from harness.flatten import flatten
 from harness.io import describe_os_error, write_json, write_json_or_overwrite, write_text
 from harness.manifest import PACKAGES, git_hash, versions
 from harness.plan import BenchSpec, Plan, Stage, Trial, safe_ref
@@ -139,6 +141,10 @@ class Runner(Planner):
         subset = self.train_subset(trial)
         train = training_samples(subset, unit)
         valid = training_samples(self.split(self.data.valid), unit)
+        if self.cls.needs_label_maps:  # the one place training overlaps are flattened (the config's label_maps)
+            rule, least = self.model_cfg.label_rule, self.model_cfg.min_pixels
+            train, valid = (flatten(s, rule, least, f"{stage.id}: {what}") for s, what in ((train, "train"),
+                                                                                          (valid, "valid")))
         work = self.run_dir / "checkpoints" / unit.name / stage.member / stage.trial / f"work-{self.key(stage)}"
         if stage.trial:
             logger.info("trial %s: seed %d, %d training image(s): %s", stage.trial, trial.seed, len(subset),
@@ -146,7 +152,7 @@ class Runner(Planner):
         checkpoint = adapter.train(train, valid, work, **schedule)
         used = [integrity.check(weights).to_dict()] if weights else []
         extra = {"seed": trial.seed, "train_images": [s.name for s in subset]} if stage.trial else {}
-        write_json(work / "init.json", {"init": init, "weights": used, **extra})
+        write_json(work / "init.json", {"init": init, "weights": used, "versions": adapter.versions(), **extra})
         return {"checkpoint": Path(checkpoint), "init": work / "init.json"}
 
     def _stage_predict(self, stage: Stage) -> dict[str, Path]:
@@ -179,6 +185,7 @@ class Runner(Planner):
         models = self.run_dir / "predictions" / stage.mode / unit.name / f"{stem}.models.json"
         write_json(models, {"models": [os.path.relpath(p, self.run_dir) if stage.mode != "zero_shot" else str(p)
                                        for p in paths], "ensemble": len(paths) > 1, "weights": used,
+                            "versions": adapter.versions(),
                             # how zero-shot weights run, in the adapter's words (appended to the row's init)
                             "run_note": adapter.run_note if stage.mode == "zero_shot" else ""})
         path = self.run_dir / "predictions" / stage.mode / unit.name / f"{stem}.json"
@@ -249,18 +256,26 @@ class Runner(Planner):
                          else self.finetune_init(member)[1])
         return " + ".join(inits)
 
-    def weights_used(self) -> list[dict[str, Any]]:
-        """Every weights file a finished stage used (name, path, sha256, verified) with the stages that used it."""
-        used: dict[tuple[str, str], dict[str, Any]] = {}
+    def _model_notes(self) -> Iterator[tuple[Stage, dict[str, Any]]]:
+        """Each finished train / predict stage with what it recorded of its model (init.json, <subset>.models.json)."""
         for stage in self.stages():
             rec = self.record(stage)
             name = {"train": "init", "predict": "models"}.get(stage.kind)
-            if rec.get("state") != "done" or name not in rec.get("outputs", {}):
-                continue
-            for entry in json.loads(self.output(rec, name).read_text()).get("weights", []):
+            if rec.get("state") == "done" and name in rec.get("outputs", {}):
+                yield stage, json.loads(self.output(rec, name).read_text())
+
+    def weights_used(self) -> list[dict[str, Any]]:
+        """Every weights file a finished stage used (name, path, sha256, verified) with the stages that used it."""
+        used: dict[tuple[str, str], dict[str, Any]] = {}
+        for stage, notes in self._model_notes():
+            for entry in notes.get("weights", []):
                 item = used.setdefault((entry["path"], entry["sha256"]), {**entry, "stages": []})
                 item["stages"].append(stage.id)
         return list(used.values())
+
+    def adapter_versions(self) -> dict[str, str]:
+        """The package versions the adapter reported (`Adapter.versions`) in its finished stages, where they ran."""
+        return {k: v for _, notes in self._model_notes() for k, v in notes.get("versions", {}).items()}
 
     def _stage_results(self, stage: Stage) -> dict[str, Path]:
         """Collect every evaluation (and the skipped rows, with reasons) into the result files, in plan order."""
@@ -319,7 +334,7 @@ class Runner(Planner):
         env = envs.of(self.cls)
         manifest = {"model": self.spec.model, "profile": self.spec.profile, "device": self.device,
                     "seed": self.spec.seed, "threads": self.spec.threads, "git": git_hash(),
-                    "versions": envs.versions(self.cls, versions()),
+                    "versions": {**envs.versions(self.cls, versions()), **self.adapter_versions()},
                     "environment": {"path": str(env.path), **env.record()} if env else None,
                     "imported": imported, "data": self.data.name, "rehearsal": rehearsal.summary(self.rehearse),
                     "wall_seconds": seconds,

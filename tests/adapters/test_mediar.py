@@ -17,6 +17,7 @@ import pytest
 
 from harness.data import Instance, Sample, load_coco
 from harness.errors import ConfigError, MissingWeightsError
+from harness.flatten import flatten
 
 pytest.importorskip("segmentation_models_pytorch")
 pytest.importorskip("cellpose")
@@ -30,6 +31,10 @@ LAYOUT_SMP033 = {
 }
 TRAIN_CROP = (slice(200, 328), slice(300, 428))  # 128 x 128 of set18: several whole and cut cells
 SMALL = dict(encoder=ENCODER, window=64, overlap=0.5, window_batch=4)
+#: The contract test's tiny settings (tests/adapters/test_contract.py): one optimiser step on one 64-px crop.
+CONTRACT = {"params": {"encoder": ENCODER, "window": 64, "overlap": 0.0, "cellprob_threshold": 0.1, "niter": 20},
+            "train": {"epochs": 1, "batch_size": 1, "crop_size": 64, "crops_per_epoch": 1, "augment": False,
+                      "amp": False}}
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +71,8 @@ def crop_sample(sample: Sample, window: tuple[slice, slice], out: Path) -> Sampl
         if bottom > top and right > left and (crop := inst.crop[top - y0 : bottom - y0, left - x0 : right - x0]).any():
             instances.append(Instance.from_mask("cells", top - ys.start, left - xs.start, crop, height, width,
                                                 order=len(instances)))
-    return Sample(image_path=out, height=height, width=width, instances=tuple(instances), file_name=out.name)
+    sample = Sample(image_path=out, height=height, width=width, instances=tuple(instances), file_name=out.name)
+    return flatten([sample], "last", 10, out.name)[0]  # as the harness hands training samples (needs_label_maps)
 
 
 def layout(state: dict) -> tuple[int, str]:
@@ -109,8 +115,8 @@ def test_registered_with_traits_weights_and_schema() -> None:
         cls.build({"window": 500})
     with pytest.raises(ConfigError, match=r"model 'mediar'.cellprob_threshold: must be in \(0, 1\), got 0.0"):
         cls.build({"cellprob_threshold": 0.0})
-    with pytest.raises(ConfigError, match=r"model 'mediar'.label_rule: must be one of 'last', 'first', 'smallest'"):
-        cls.build({"label_rule": "largest"})
+    with pytest.raises(ConfigError, match=r"unknown key.*label_rule"):  # the harness flattens (config label_maps)
+        cls.build({"label_rule": "last"})
     with pytest.raises(ConfigError, match="unknown key.*ensemble_with"):  # ensembles are the harness's (load_ensemble)
         cls.build({"ensemble_with": "from_phase1"})
     assert cls.supports_ensemble

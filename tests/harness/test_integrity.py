@@ -56,6 +56,23 @@ def test_published_hashes_of_the_known_releases() -> None:
         assert integrity.published(WeightSpec("x", plain, "", None, "")) == [], plain
 
 
+def test_a_torchvision_sha256_prefix_is_accepted_in_a_spec_and_in_a_file_name(tmp_path: Path) -> None:
+    """torchvision publishes 8 hex digits of the sha256 (in its file names): recorded or in the name, both check."""
+    path = tmp_path / "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
+    path.write_bytes(PAYLOAD)
+    recorded = WeightSpec("tv", "tv.pth", "https://download.pytorch.org/models/tv.pth", SHA[:8], "BSD-3-Clause")
+    assert integrity.published(recorded) == [Published("sha256", SHA[:8], "recorded")]
+    good = integrity.check_file(path, recorded, "tv")
+    assert (good.verified, good.against) == ("yes", f"sha256 prefix {SHA[:8]} is recorded")
+    named = WeightSpec("tv", path.name, "https://download.pytorch.org/models/" + path.name, None, "BSD-3-Clause")
+    bad = integrity.check_file(path, named, "tv")
+    assert bad.verified == "mismatch" and bad.against == (
+        f"sha256 {SHA}, but sha256 prefix bf2d0c1e is published in its file name")
+    for wrong in ("BF2D0C1E", "bf2d0c1", "bf2d0c1g"):
+        with pytest.raises(ValueError, match=f"WeightSpec 'tv': sha256 must be 8 to 64 lowercase hex digits .* got '{wrong}'"):
+            WeightSpec("tv", "tv.pth", "https://x.org/tv.pth", wrong, "BSD-3-Clause")
+
+
 @pytest.mark.parametrize(("name", "problem"), [
     ("sam_bad", f"has md5 {MD5}, but md5 prefix 01ec64 is published in its file name"),
     ("hub_bad", f"has sha256 {SHA}, but sha256 prefix 0676ba61 is published in its file name"),

@@ -56,6 +56,11 @@ def test_result_files_and_schema(classical_run) -> None:
                 assert "ci" in pooled
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["device"] == "cpu" and manifest["seed"] == 0 and "numpy" in manifest["versions"]
+    import skimage
+
+    notes = json.loads((out / "predictions" / "finetuned" / "cells" / "spec_test.models.json").read_text())
+    assert notes["versions"] == {"scikit-image": skimage.__version__}  # the adapter's versions(), where it ran
+    assert manifest["versions"]["scikit-image"] == skimage.__version__
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["model"]["model"] == "classical" and config["data"]["name"] == "sample"
     with (out / "per_image.csv").open() as handle:

@@ -56,20 +56,14 @@ def train_image(image: np.ndarray, labels: np.ndarray, scale: float) -> TrainIma
     return rescale_train_image(TrainImage(pixels, span, np.asarray(labels, dtype=np.int32)), scale)
 
 
-def training_set(samples: Sequence[Sample], what: str, rule: str, min_pixels: int, scale: float) -> list[TrainImage]:
-    """Images in MEDIAR's normalisation and priority-resolved int32 label maps (`harness.convert.label_map`)."""
+def training_set(samples: Sequence[Sample], what: str, scale: float) -> list[TrainImage]:
+    """Images in MEDIAR's normalisation with int32 label maps of the (flattened: disjoint) samples."""
     from tqdm import tqdm
 
-    from harness.convert import label_map
+    from harness.flatten import label_image
 
-    out = []
-    for sample in tqdm(samples, desc=f"mediar {what} label maps", unit="img"):
-        labels, resolution = label_map(sample, rule=rule, min_pixels=min_pixels)
-        if resolution.dropped:
-            logger.info("%s: %d instance(s) dropped while flattening overlaps (rule %s)", sample.name,
-                        len(resolution.dropped), rule)
-        out.append(train_image(sample.load_image(), labels, scale))
-    return out
+    return [train_image(sample.load_image(), label_image(sample), scale)
+            for sample in tqdm(samples, desc=f"mediar {what} images", unit="img")]
 
 
 def batch_tensors(crops: list[tuple[np.ndarray, np.ndarray]], device: Any) -> tuple[Any, Any, Any]:
