@@ -11,7 +11,8 @@ Random-init networks predict anything from nothing to hundreds of instances, so 
 count of both sides (the direct call runs with the adapter's thresholds, so both do the same work) and a
 ``direct`` note saying what the direct call is. ``--quick`` times the 384x384 corner once (a smoke run).
 
-Add a model: write ``_<name>_pair(image, sample) -> Pair`` and put it in `PAIRS`.
+Every registered model gets an entry (`planned`): its comparison, or a ``skipped`` reason. Add a model's
+comparison: write ``_<name>_pair(image, sample) -> Pair`` and put it in `PAIRS`.
 """
 
 from __future__ import annotations
@@ -207,6 +208,22 @@ PAIRS: dict[str, Callable[[np.ndarray, Sample], Pair]] = {
 }
 
 
+def planned() -> dict[str, Callable[[np.ndarray, Sample], Pair] | str]:
+    """Every registered model: its comparison, or why it has none (a new model gets a row saying so)."""
+    import adapters
+
+    out: dict[str, Callable[[np.ndarray, Sample], Pair] | str] = {}
+    for name in adapters.names():
+        if name in PAIRS:
+            out[name] = PAIRS[name]
+        elif adapters.get(name).requirements:
+            out[name] = (f"runs in its own environment ({', '.join(adapters.get(name).requirements)}): its stages "
+                         "are timed by `make gpu-check`, not in this process")
+        else:
+            out[name] = f"no comparison yet: write _{name}_pair in benchmarks/bench_adapters.py and add it to PAIRS"
+    return out
+
+
 def _median_times(calls: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Medians of interleaved timed calls after one warm-up each, and each call's warm-up output."""
     outputs = {name: call() for name, call in calls.items()}  # warm-up (numba, torch first-call costs)
@@ -235,7 +252,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                            "repeats": repeats}
     import torch
 
-    for name, make in PAIRS.items():
+    for name, make in planned().items():
+        if isinstance(make, str):
+            out[name] = {"skipped": make}
+            continue
         torch.manual_seed(0)  # the random-init networks, hence their instance counts, are the same every run
         try:
             pair = make(image, sample)

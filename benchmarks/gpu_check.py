@@ -322,13 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    from harness.config import profiles_of
     from harness.rehearsal import check_steps
     from harness.plan import resolve_device
 
     steps = check_steps(args.steps, "--steps")
     width, height = (int(v) for v in args.size.lower().split("x"))
     device = resolve_device(args.device)
-    models = adapters.names() if args.models == "all" else [m.strip() for m in args.models.split(",")]
+    models = ([m for m in adapters.names() if "paper" in profiles_of(m)] if args.models == "all"  # paper profiles only
+              else [m.strip() for m in args.models.split(",")])
     import torch
 
     cuda = device.startswith("cuda")

@@ -144,9 +144,13 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Scale to float32 so that the `low`/`high` percentiles map to 0/1 (per image, as cellpose does)."""
+    """Scale to float32 so that the `low`/`high` percentiles map to 0/1 (per image, as cellpose does).
+
+    The percentiles are float64 NumPy scalars; under NumPy 2 (NEP 50) they would promote the result to float64,
+    so they are applied as float32.
+    """
     image = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(image, [low, high])
+    lo, hi = (np.float32(v) for v in np.percentile(image, [low, high]))
     if hi <= lo:
         return np.zeros_like(image, dtype=np.float32)
     return (image - lo) / (hi - lo)

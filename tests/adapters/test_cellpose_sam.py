@@ -21,6 +21,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 in_env = pytest.mark.env("cellpose_sam")
 WINDOW = (slice(200, 456), slice(300, 556))  # 256 x 256 of set30: one cellpose-SAM tile, several whole cells
 LOOSE = {"flow_threshold": 0.0, "cellprob_threshold": -4.0}  # a random network still yields instances
+#: The contract test's tiny settings (tests/adapters/test_contract.py): the tiny encoder, 2 epochs (its minimum).
+CONTRACT = {"params": {"scratch_encoder": "tiny", **LOOSE},
+            "train": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 1, "min_train_masks": 1}}
 
 
 @pytest.fixture(autouse=True)

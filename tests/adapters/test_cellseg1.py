@@ -32,6 +32,8 @@ TINY = dict(variant="tiny", image_size=SIZE, train_scope="lora", points_per_side
             min_mask_region_area=1)
 SCHEDULE = dict(epochs=1, batch_size=2, grad_accumulation=1, duplicate_data=0, resize_size=SIZE, tile_size=SIZE,
                 min_cell_area=5, edge_distance=2, threshold_grid=(0.0, 0.5), crop_layers_grid=(0,))
+#: The contract test's tiny settings (tests/adapters/test_contract.py).
+CONTRACT = {"params": TINY, "train": SCHEDULE}
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,9 @@ from harness.data import Instance
 from harness.dataset import load_split, resolve_data, select
 from harness.errors import ConfigError
 
+#: The contract test's tiny settings (tests/adapters/test_contract.py): a one-point grid.
+CONTRACT = {"params": {"min_size": 50}, "train": {"threshold_scales": [1.0], "min_distances": [10]}}
+
 
 def _crop_sample(sample, y0=200, x0=200, size=256):
     """The sample restricted to a window: its image crop and the instances fully inside it."""

@@ -25,6 +25,9 @@ from harness.errors import ConfigError, DataError, MissingWeightsError
 
 CROP = 160
 ORIGIN = (300, 300)  # (y, x) of the crop window in the 1024x1022 sample images
+#: The contract test's tiny settings (tests/adapters/test_contract.py): nano model, one epoch of one image at 64 px.
+CONTRACT = {"params": {"model_size": "n", "imgsz": 64, "conf": 0.001, "max_det": 40},
+            "train": {"epochs": 1, "batch": 1, "nbs": 1}}
 
 
 def crop_samples(sample_dir: Path, out: Path, names: tuple[str, ...]) -> list[Sample]:

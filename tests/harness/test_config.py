@@ -5,16 +5,80 @@ from __future__ import annotations
 import pytest
 
 import adapters
-from harness.config import config_path, load_model_config
+from harness.config import config_path, load_model_config, profiles_of
 from harness.errors import ConfigError
 
+#: The models with a row in the Glioma C6 paper: their configs carry its schedules as the `paper` profile.
+PAPER_ROWS = ("cellpose", "cellseg1", "mediar", "yolo11")
 
-@pytest.mark.parametrize("model", adapters.names())
-@pytest.mark.parametrize("profile", ["quick", "paper"])
+
+@pytest.mark.parametrize(("model", "profile"), [(m, p) for m in adapters.names() for p in profiles_of(m)])
 def test_every_shipped_config_validates(model: str, profile: str) -> None:
     cfg = load_model_config(model, profile)
     assert cfg.model == model and cfg.profile == profile
     assert config_path(model).is_file()
+
+
+def test_quick_is_required_and_paper_only_where_the_paper_has_a_row(tmp_path) -> None:
+    assert all("quick" in profiles_of(m) for m in adapters.names())
+    assert all("paper" in profiles_of(m) for m in PAPER_ROWS)
+    only_quick = _write(tmp_path, "model: classical\nprofiles: {quick: {}}\n")
+    assert profiles_of("classical", only_quick) == ("quick",)
+    assert load_model_config("classical", "quick", only_quick).profile == "quick"
+    no_quick = _write(tmp_path, "model: classical\nprofiles: {paper: {}}\n")
+    with pytest.raises(ConfigError, match=r"m.yaml: profiles.quick is missing; every model config needs a quick "
+                                          r"profile"):
+        load_model_config("classical", "paper", no_quick)
+
+
+def test_the_template_explains_every_key_and_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configs/models/_template.yaml holds every key harness/config.py reads, and is itself a valid config."""
+    import yaml
+
+    from adapters.base import Adapter
+    from harness import config
+
+    template = config_path("_template")
+    raw = yaml.safe_load(template.read_text())
+    assert set(raw) == config._TOP
+    assert set(raw["zero_shot"]) == config._ZERO_SHOT and set(raw["finetune"]) == config._FINETUNE
+    assert set(raw["evaluate"]) == config._EVALUATE and set(raw["label_maps"]) == config._LABEL_MAPS
+    assert set(raw["profiles"]) == {"quick", "paper"}
+    text = template.read_text()
+    assert all(f"{key}:" in text for key in config._PROFILE)  # each profile key is named in the explanation
+
+    class Template(Adapter):  # what the template's params and train describe
+        description, needs_label_maps = "the template's model", True
+
+        def __init__(self, weights: str | None = None, device: str = "cpu", threshold: float = 0.5) -> None:
+            super().__init__(weights=weights, device=device)
+
+        def train(self, train_samples, val_samples, out_dir, *, epochs: int = 1):  # noqa: ANN001, ANN201
+            raise NotImplementedError
+
+        load = predict = train
+
+    monkeypatch.setitem(adapters._REGISTRY, "template", Template)
+    Template.name = "template"
+    for profile in ("quick", "paper"):
+        cfg = load_model_config("template", profile, template)
+        assert (cfg.label_rule, cfg.min_pixels, cfg.params) == ("last", 10, {"threshold": 0.5})
+
+
+def test_label_maps_are_read_only_for_models_that_train_on_them(tmp_path) -> None:
+    cfg = load_model_config("mediar", "quick")
+    assert (cfg.label_rule, cfg.min_pixels) == ("last", 10)
+    smallest = _write(tmp_path, "model: mediar\nlabel_maps: {rule: first}\n"
+                                "profiles: {quick: {label_maps: {rule: smallest, min_pixels: 4}}}\n")
+    resolved = load_model_config("mediar", "quick", smallest)  # the profile's keys over the top level's
+    assert (resolved.label_rule, resolved.min_pixels) == ("smallest", 4)
+    bad = _write(tmp_path, "model: mediar\nlabel_maps: {rule: largest}\nprofiles: {quick: {}}\n")
+    with pytest.raises(ConfigError, match=r"m.yaml: label_maps.rule must be one of last, first, smallest, got 'largest'"):
+        load_model_config("mediar", "quick", bad)
+    yolo = _write(tmp_path, "model: yolo11\nlabel_maps: {rule: last}\nprofiles: {quick: {}}\n")
+    with pytest.raises(ConfigError, match=r"m.yaml: label_maps is read only for models that train on label maps "
+                                          r"\(needs_label_maps\); model 'yolo11' trains on the overlapping instances"):
+        load_model_config("yolo11", "quick", yolo)
 
 
 def _write(tmp_path, text: str):

@@ -74,3 +74,14 @@ def test_unknown_area_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no benchmark named \['nosuch'\].*'convert'"):
         perf.run(args)
     assert not (tmp_path / "p.json").exists()
+
+
+def test_every_registered_model_has_a_perf_entry() -> None:
+    """`make perf` iterates the registry: a model without a comparison gets a row with the reason, not no row."""
+    import adapters
+    from harness.commands.perf import _load
+
+    planned = _load(REPO / "benchmarks" / "bench_adapters.py").planned()
+    assert list(planned) == adapters.names()
+    assert {n for n, v in planned.items() if callable(v)} == {"classical", "cellpose", "yolo11", "mediar", "cellseg1"}
+    assert planned["cellpose_sam"].startswith("runs in its own environment (cellpose==4.2.1.1)")
