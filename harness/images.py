@@ -143,21 +143,26 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32).mean(axis=-1)
 
 
+def _unit(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """float64 copy of `image` with its `low`/`high` percentiles (of the float32 pixels) at 0/1."""
+    pixels = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(pixels, [low, high])
+    if hi <= lo:
+        return np.zeros(pixels.shape, dtype=np.float64)
+    return (pixels - lo) / (hi - lo)  # float64: the percentiles are float64 scalars (NEP 50)
+
+
 def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
     """Scale to float32 so that the `low`/`high` percentiles map to 0/1 (per image, as cellpose does).
 
-    The percentiles are float64 NumPy scalars; under NumPy 2 (NEP 50) they would promote the result to float64,
-    so they are applied as float32.
+    float32 under NumPy 2 too, where the float64 percentiles would otherwise promote the result (NEP 50): a model
+    that feeds it to a float32 network must not get float64.
     """
-    image = np.asarray(image, dtype=np.float32)
-    lo, hi = (np.float32(v) for v in np.percentile(image, [low, high]))
-    if hi <= lo:
-        return np.zeros_like(image, dtype=np.float32)
-    return (image - lo) / (hi - lo)
+    return _unit(image, low, high).astype(np.float32)
 
 
 def to_uint8(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
     """Percentile-normalised 8-bit copy (for YOLO/SAM inputs and overlays); uint8 input is returned as is."""
     if image.dtype == np.uint8:
         return image
-    return (np.clip(normalize_percentile(image, low, high), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return (np.clip(_unit(image, low, high), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -163,7 +163,7 @@ def test_read_image_variants(tmp_path: Path) -> None:
     assert norm.tolist() == [[0.0, 1.0]] and norm.dtype == np.float32
     odd = normalize_percentile(np.array([[0, 1, 2, 7]], dtype=np.uint16))  # percentiles 0.03 and 6.85
     assert odd.dtype == np.float32  # float64 under NumPy 2 before: the percentiles promoted it
-    np.testing.assert_array_equal(odd, (np.float32([[0, 1, 2, 7]]) - np.float32(0.03)) / (np.float32(6.85) - np.float32(0.03)))
+    np.testing.assert_array_equal(odd, np.float32((np.float32([[0, 1, 2, 7]]) - 0.03) / (6.85 - 0.03)))
 
 
 @pytest.mark.parametrize(
