@@ -10,7 +10,7 @@ from corpus import Case, c6bench, files, load_checkpoint, model_config
 CONFIG_CASES = [
     Case("config_unknown_top_key", "model YAML with a misspelt top-level key", "load_model_config / --config",
          files(config__yaml="model: classical\nparms: {}\nprofiles: {quick: {}}\n"), model_config("classical"),
-         "ConfigError", ("{config}", "unknown key(s) parms", "allowed: classes, evaluate, finetune, model, params")),
+         "ConfigError", ("{config}", "unknown key(s) parms", "allowed: classes, evaluate, finetune, label_maps, model, params")),
     Case("config_unknown_param", "model YAML with a parameter the adapter does not take",
          "load_model_config / --config",
          files(config__yaml="model: cellpose\nparams: {diamter: 30}\nprofiles: {quick: {}}\n"),
@@ -19,9 +19,10 @@ CONFIG_CASES = [
          "load_model_config / --config",
          files(config__yaml="model: cellpose\nprofiles: {quick: {train: {epoch: 3}}}\n"),
          model_config("cellpose"), "ConfigError", ("{config}", "profiles.quick.train", "epoch")),
-    Case("config_unknown_profile", "asking for a profile the YAML lacks", "load_model_config / --profile",
-         files(config__yaml="model: classical\nprofiles: {paper: {}}\n"), model_config("classical"),
-         "ConfigError", ("{config}", "unknown profile 'quick'", "available: paper")),
+    Case("config_unknown_profile", "a YAML without the quick profile (the one every model needs)",
+         "load_model_config / --profile", files(config__yaml="model: classical\nprofiles: {paper: {}}\n"),
+         model_config("classical"), "ConfigError", ("{config}", "profiles.quick is missing; every model config needs "
+                                                    "a quick profile")),
     Case("config_not_yaml", "model YAML that is not YAML", "load_model_config / --config",
          files(config__yaml="model: [classical\n"), model_config("classical"), "ConfigError",
          ("{config}", "not valid YAML")),
