@@ -1,7 +1,10 @@
 """Adapter registry: one file per model, registered with ``@register("name")``, found automatically.
 
-Every module in this package is imported by `discover()` (cheap: adapters import their upstream library
-inside methods only), so adding a model means adding one file and nothing else.
+Every public module in this package is imported by `discover()` (cheap: adapters import their upstream library
+inside methods only), so a model is found by its file alone; with its config and its test that is all a new
+model needs (README, "Adding a model"). ``base`` and ``torch_base`` hold the contract; ``_upstream`` the rebuilt
+upstream pieces. This package imports nothing of the harness but its errors: `harness.weights` reads the weights
+tables from here, never the other way round.
 """
 
 from __future__ import annotations
