@@ -19,9 +19,9 @@ from harness.errors import ConfigError, MissingWeightsError, NetworkDisabledErro
 pytest.importorskip("cellpose")
 
 CROP = (slice(200, 360), slice(300, 460))  # 160 x 160, several whole and cut cells of set30
-#: The contract test's tiny settings (tests/adapters/test_contract.py): one epoch of one 128-px crop.
+#: The contract test's tiny settings (tests/adapters/test_contract.py): 2 epochs (its minimum: LR warm-up) of one crop.
 CONTRACT = {"params": {"cellprob_threshold": -1.0, "flow_threshold": 0.0},
-            "train": {"epochs": 1, "batch_size": 1, "nimg_per_epoch": 1, "bsize": 128, "min_train_masks": 1}}
+            "train": {"epochs": 2, "batch_size": 1, "nimg_per_epoch": 1, "bsize": 128, "min_train_masks": 1}}
 
 
 @pytest.fixture(autouse=True)
