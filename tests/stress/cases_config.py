@@ -19,10 +19,9 @@ CONFIG_CASES = [
          "load_model_config / --config",
          files(config__yaml="model: cellpose\nprofiles: {quick: {train: {epoch: 3}}}\n"),
          model_config("cellpose"), "ConfigError", ("{config}", "profiles.quick.train", "epoch")),
-    Case("config_unknown_profile", "a YAML without the quick profile (the one every model needs)",
-         "load_model_config / --profile", files(config__yaml="model: classical\nprofiles: {paper: {}}\n"),
-         model_config("classical"), "ConfigError", ("{config}", "profiles.quick is missing; every model config needs "
-                                                    "a quick profile")),
+    Case("config_unknown_profile", "asking for a profile the YAML lacks", "load_model_config / --profile",
+         files(config__yaml="model: classical\nprofiles: {paper: {}}\n"), model_config("classical"),
+         "ConfigError", ("{config}", "unknown profile 'quick'", "available: paper")),
     Case("config_not_yaml", "model YAML that is not YAML", "load_model_config / --config",
          files(config__yaml="model: [classical\n"), model_config("classical"), "ConfigError",
          ("{config}", "not valid YAML")),
