@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import Sample, load_coco
+from harness.coco import load_coco
+from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _classical_pair(image: np.ndarray, sample: Sample) -> Pair:
 def _yolo_pair(image: np.ndarray, sample: Sample) -> Pair:
     import adapters
     from adapters._upstream.ultralytics import predict_size, ultralytics_offline
-    from harness.data import to_uint8
+    from harness.images import to_uint8
 
     adapter = adapters.get("yolo11").build({"model_size": "n", "imgsz": 640, "conf": 1e-6, "max_det": 300},
                                            device="cpu")

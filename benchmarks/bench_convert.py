@@ -4,10 +4,10 @@ One synthetic 2592×1944 image (fixed seed) with 240 irregular cell polygons (64
 ~45 % placed against a neighbour so they overlap) and 30 somas nested inside cells: 270 polygons. Timed
 stages (median of repeats, single process, single thread):
 
-- ``rasterise``: polygons → bbox crops (`harness.data.rasterize_polygons`, the harness's one rasteriser);
+- ``rasterise``: polygons → bbox crops (`harness.masks.rasterize_polygons`, the harness's one rasteriser);
 - ``resolve``: `harness.convert.resolve_priority` on already rasterised instances (rules ``last``, ``smallest``);
 - ``label_map``: end to end from fresh polygons (rasterise + resolve + paint) — the figure behind the goal;
-- ``rle_decode``: `harness.data.rle_to_crop` (bbox columns only) vs ``pycocotools.mask.decode`` + crop.
+- ``rle_decode``: `harness.masks.rle_to_crop` (bbox columns only) vs ``pycocotools.mask.decode`` + crop.
 
 Goal: the 75 Glioma C6 images' worth of label maps in ≤ 15 s on 2 cores (projected from one core here).
 """
@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from harness.convert import label_map, resolve_priority
-from harness.data import Instance, Sample, rle_to_crop
+from harness.masks import rle_to_crop
+from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Two children, each a new interpreter so nothing else this process has loaded counts:
 
-- ``baseline``: imports the harness (``harness.data``, ``harness.evaluate``, ``harness.convert``) and exits —
+- ``baseline``: imports the harness (``harness.records``, ``harness.coco``, ``harness.evaluate``, ``harness.convert``) and exits —
   the floor every harness process pays;
 - ``evaluate``: the same imports, then the synthetic scene of `bench_metrics.make_scene` with 300 GT and 300
   predicted overlapping instances (polygons), evaluated through the public `harness.evaluate.evaluate` in both
@@ -36,7 +36,7 @@ def peak_mb():
     # VmHWM: this process's peak RSS since exec (ru_maxrss would also count the parent's RSS at spawn)
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-import harness.data, harness.evaluate, harness.convert
+import harness.records, harness.coco, harness.evaluate, harness.convert
 steps = {"imports": peak_mb()}
 """
 
@@ -47,7 +47,7 @@ import importlib.util
 spec = importlib.util.spec_from_file_location("bench_metrics", {str(REPO / "benchmarks" / "bench_metrics.py")!r})
 bm = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bm)
-from harness.data import Sample
+from harness.records import Sample
 from harness.evaluate import evaluate
 gt, pred = bm.make_scene(n_gt={N_GT}, n_pred={N_PRED})
 steps["scene_polygons"] = peak_mb()

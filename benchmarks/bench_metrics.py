@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import Instance, Sample
+from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ def full_size_dataset(root: Path, height: int, width: int) -> Path:
     import tifffile
     import yaml
 
-    from harness.data import read_image
+    from harness.images import read_image
 
     sample = REPO / "data" / "sample"
     for split in SPLITS:
@@ -323,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")
     from harness.config import profiles_of
-    from harness.rehearsal import check_steps
     from harness.plan import resolve_device
+    from harness.rehearsal import check_steps
 
     steps = check_steps(args.steps, "--steps")
     width, height = (int(v) for v in args.size.lower().split("x"))

@@ -24,8 +24,8 @@ from metrics.matching import mask_nms
 
 if TYPE_CHECKING:
     from harness.config import ModelConfig
-    from harness.data import Sample
     from harness.dataset import DatasetConfig
+    from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 

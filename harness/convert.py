@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import Instance, Sample, to_uint8
 from harness.errors import DataError
+from harness.images import to_uint8
 from harness.io import atomic_path, write_text
+from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data import IMAGE_SUFFIXES, Sample, load_coco
+from harness.coco import load_coco
 from harness.errors import ConfigError, DataError
+from harness.images import IMAGE_SUFFIXES
 from harness.io import read_yaml
+from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +275,7 @@ def split_images(cfg: DatasetConfig, ref: str) -> tuple[Path, list[list[Any]], l
     every resume; a malformed entry is left to the loader.
     """
     from harness import digest
-    from harness.data import image_path_of
+    from harness.coco import image_path_of
 
     split_dir = cfg.split_dir(ref)
     json_path = find_annotation_file(split_dir)
@@ -283,7 +285,7 @@ def split_images(cfg: DatasetConfig, ref: str) -> tuple[Path, list[list[Any]], l
 
 
 def _image_entries(json_path: Path) -> list[list[Any]]:
-    from harness.data import read_json
+    from harness.coco import read_json
 
     data = read_json(json_path)
     entries = data.get("images") if isinstance(data, dict) else None

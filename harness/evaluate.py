@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from harness import drops
-from harness.data import Instance, Sample
 from harness.errors import ConfigError, DataError
 from harness.io import write_text
+from harness.records import Instance, Sample
 from metrics.matching import InstanceSet, covered_fraction, iou_matrix, match, touches_frame
 from metrics.scores import Counts, PerImageMean, bootstrap_intervals, per_image_mean, pool
 

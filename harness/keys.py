@@ -54,7 +54,7 @@ STAGE_ROOTS: dict[str, tuple[str, ...]] = {
 
 
 def module_file(name: str) -> Path | None:
-    """The source file of a project module (``harness.data`` → ``harness/data.py``), or None."""
+    """The source file of a project module (``harness.records`` → ``harness/records.py``), or None."""
     parts = name.split(".")
     if parts[0] not in PROJECT:
         return None

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.data import Sample
 from harness.errors import ConfigError
 from harness.io import atomic_path, write_json
+from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.data import Instance
+from harness.records import Instance
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from harness import efficiency, envs, integrity, keys, rehearsal
 from harness.checks import check_bench_spec
 from harness.classes import Unit, pred_categories, units_of
 from harness.config import ModelConfig, load_model_config
-from harness.data import Sample
 from harness.errors import ConfigError, MissingWeightsError
 from harness.plan import (
     MODES,
@@ -38,6 +37,7 @@ from harness.plan import (
     safe_ref,
     stage_key,
 )
+from harness.records import Sample
 from harness.results import GT_MODES
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Readers: a COCO *results* JSON (a list of ``image_id, category_id, segmentation, score``; it needs the ground
 truth for image sizes and names) or a COCO *instances* JSON; plain, gzip-compressed or with a byte-order mark.
 A COCO *instances* file (images with file names and sizes, categories, annotations with ``score``) is
-self-describing, so `harness.data.load_coco` reads it back and ``c6bench evaluate`` accepts it; any external
+self-describing, so `harness.coco.load_coco` reads it back and ``c6bench evaluate`` accepts it; any external
 model's output in the same format is evaluated the same way. RLEs are encoded straight from each
 instance's bounding-box crop: no full-image mask per instance.
 """
@@ -18,35 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import Instance, Sample, load_coco, parse_segmentation, read_json
+from harness.coco import load_coco, parse_segmentation, read_json
 from harness.errors import DataError
 from harness.io import atomic_path, write_json
+from harness.masks import crop_to_rle
+from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
-
-
-def crop_to_rle(instance: Instance) -> dict[str, Any]:
-    """Compressed COCO RLE of an instance, computed from its crop (column-major runs over the full image)."""
-    from pycocotools import mask as mask_utils
-
-    height, width = instance.height, instance.width
-    y0, x0, _, _ = instance.bbox
-    cols, rows = np.nonzero(instance.crop.T)  # column-major order, as COCO RLE
-    if cols.size == 0:
-        counts = [height * width]
-    else:
-        index = (x0 + cols).astype(np.int64) * height + (y0 + rows)
-        breaks = np.flatnonzero(np.diff(index) != 1)
-        starts = np.concatenate([index[:1], index[breaks + 1]])
-        ends = np.concatenate([index[breaks], index[-1:]]) + 1
-        gaps = starts - np.concatenate([[0], ends[:-1]])
-        counts = np.empty(2 * len(starts) + 1, dtype=np.int64)
-        counts[0:-1:2] = gaps
-        counts[1::2] = ends - starts
-        counts[-1] = height * width - ends[-1]
-        counts = counts.tolist()
-    rle = mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
-    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
 def to_coco(samples: Sequence[Sample], categories: Sequence[str]) -> dict[str, Any]:
@@ -107,51 +85,6 @@ def write_label_tiffs(out_dir: Path, samples: Sequence[Sample]) -> list[Path]:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def rle_string_total(counts: str, where: str) -> int:
-    """Sum of the runs of a compressed COCO RLE string (``rleFrString``), or a DataError if it is malformed.
-
-    pycocotools decodes some malformed strings into garbage without complaint, so the run total is checked
-    against ``height × width`` before a predicted mask is trusted.
-    """
-    runs: list[int] = []
-    total, p, n = 0, 0, len(counts)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise DataError(f"{where}: compressed RLE 'counts' ends in the middle of a number")
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                raise DataError(f"{where}: compressed RLE 'counts' has an invalid character {counts[p]!r}")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise DataError(f"{where}: compressed RLE 'counts' decodes to a negative run length")
-        runs.append(x)
-        total += x
-    return total
-
-
-def check_rle(instance: Instance, where: str) -> None:
-    """A compressed RLE must cover exactly ``height × width`` pixels."""
-    rle = instance.rle
-    if rle is None or not isinstance(rle.get("counts"), str):
-        return
-    total = rle_string_total(rle["counts"], where)
-    if total != instance.height * instance.width:
-        raise DataError(
-            f"{where}: RLE runs cover {total} pixels but the image has {instance.height}x"
-            f"{instance.width} = {instance.height * instance.width}; the mask is corrupt or belongs "
-            "to another image size"
-        )
-
-
 def load_coco_results(path: Path | str, gt: Sequence[Sample], categories: Mapping[int, str],
                       data: Any = None) -> list[Sample]:
     """Read a COCO *results* JSON onto the ground truth's images (one prediction `Sample` per GT image).
@@ -195,7 +128,6 @@ def load_coco_results(path: Path | str, gt: Sequence[Sample], categories: Mappin
             source=where,
             **geometry,
         )
-        check_rle(inst, where)
         per_image[entry["image_id"]].append(inst)
     if not data:
         logger.warning("%s: an empty results list (no detection on any of the %d images): every image counts as "
@@ -220,7 +152,4 @@ def load_predictions(
     if not samples:
         raise DataError(f"{path}: the prediction file lists no images ('images' is empty), so nothing can be "
                         f"scored against the {len(gt)} ground-truth images")
-    for s in samples:
-        for inst in s.instances:
-            check_rle(inst, inst.source)
     return samples, set(pred_categories.values())

@@ -25,7 +25,7 @@ from harness.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from harness.config import ModelConfig
-    from harness.data import Sample
+    from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 

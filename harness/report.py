@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.data import Instance, to_gray, to_uint8
+from harness.images import to_gray, to_uint8
 from harness.io import atomic_path, write_text
+from harness.records import Instance
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -552,7 +553,7 @@ def target_gt(cfg: Any, subset: str, target: str) -> list[Any]:
 
 def load_predictions(path: Path) -> dict[str, Any]:
     """Predicted samples of a predictions JSON keyed by file name (pair them with the GT by name)."""
-    from harness.data import load_coco
+    from harness.coco import load_coco
 
     samples, _ = load_coco(path)
     return {s.file_name: s for s in samples}
@@ -969,7 +970,7 @@ def run_dataset(run: Run, override: Any = None) -> Any:
 @functools.lru_cache(maxsize=16)
 def _gray8(path: Path) -> np.ndarray:
     """The 8-bit percentile-normalised gray image (cached: every run and mode draws the same images)."""
-    from harness.data import read_image
+    from harness.images import read_image
 
     return to_uint8(to_gray(read_image(path)))
 

@@ -25,8 +25,8 @@ import yaml
 
 from harness import efficiency, envs, integrity, rehearsal
 from harness.classes import Unit, merge_classes, pred_categories, training_samples
+from harness.coco import load_coco
 from harness.concurrency import run_dir_lock, stage_lock
-from harness.data import load_coco
 from harness.errors import C6BenchError, ConfigError
 from harness.evaluate import evaluate
 from harness.flatten import flatten

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 class Masked(Protocol):
-    """Anything with a tight pixel mask: ``harness.data.Instance`` satisfies it."""
+    """Anything with a tight pixel mask: ``harness.records.Instance`` satisfies it."""
 
     @property
     def bbox(self) -> tuple[int, int, int, int]:

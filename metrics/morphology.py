@@ -15,7 +15,7 @@ mask. Definitions (so numbers can be compared with the paper and with other tool
   in (0, 1]; 1 = convex.
 - ``equivalent_diameter``: diameter of the disc with the same area, ``sqrt(4 * area / pi)``.
 
-Objects only need ``.category``, ``.bbox`` and ``.crop`` (like `harness.data.Instance`); this module
+Objects only need ``.category``, ``.bbox`` and ``.crop`` (like `harness.records.Instance`); this module
 imports only numpy and scikit-image.
 """
 

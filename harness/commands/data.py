@@ -158,7 +158,7 @@ def _filter(samples: list[Any], categories: Sequence[str] | None, present: set[s
 
 
 def _from_coco(args: argparse.Namespace, warnings: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
-    from harness.data import load_coco
+    from harness.coco import load_coco
 
     if args.split or args.target or args.classes:
         raise ConfigError("--split, --target and --classes go with --data; with --coco use --categories")

@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.data import load_coco
+    from harness.coco import load_coco
     from harness.evaluate import evaluate, targets_for, write_outputs
     from harness.io import ensure_dir
     from harness.predictions import load_predictions

@@ -39,8 +39,8 @@ def image_files(paths: list[Path]) -> list[tuple[Path, str]]:
     """
     import os
 
-    from harness.data import IMAGE_SUFFIXES
     from harness.errors import DataError
+    from harness.images import IMAGE_SUFFIXES
 
     files: list[Path] = []
     bases: list[Path] = []
@@ -73,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
     import adapters
     from harness.config import load_model_config
-    from harness.data import Sample, read_image
+    from harness.images import read_image
     from harness.io import ensure_dir
-    from harness.predictions import write_label_tiffs, write_predictions
     from harness.plan import resolve_device
+    from harness.predictions import write_label_tiffs, write_predictions
+    from harness.records import Sample
 
     cfg = load_model_config(args.model, args.profile)
     cls = adapters.get(args.model)

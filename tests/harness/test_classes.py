@@ -20,8 +20,8 @@ from adapters.base import Adapter
 from harness import dataset as ds
 from harness.classes import merge_classes, train_classes
 from harness.config import load_model_config
-from harness.data import Instance, Sample
 from harness.errors import ConfigError
+from harness.records import Instance, Sample
 from harness.run import BenchSpec, Runner
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "glioma_mini"

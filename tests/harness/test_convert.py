@@ -15,8 +15,9 @@ from harness.convert import (
     resolve_priority,
     write_yolo_dataset,
 )
-from harness.data import Instance, Sample, rasterize_polygons
 from harness.errors import DataError
+from harness.masks import rasterize_polygons
+from harness.records import Instance, Sample
 
 H, W = 40, 50
 
@@ -184,7 +185,7 @@ def test_write_yolo_dataset(tmp_path) -> None:  # noqa: ANN001
 def _sample_image(sample_dir, split: str, file_name: str):  # noqa: ANN001, ANN202
     import json
 
-    from harness.data import load_coco
+    from harness.coco import load_coco
 
     path = sample_dir / "spec" / split / "annotations.coco.json"
     samples, _ = load_coco(path)
@@ -266,8 +267,8 @@ def test_set42_degenerate_roi(sample_dir) -> None:  # noqa: ANN001
 def test_overlapping_pairs_match_pycocotools_iou(sample_dir) -> None:  # noqa: ANN001
     from pycocotools import mask as mask_utils
 
+    from harness.coco import load_coco
     from harness.convert import overlapping_pairs
-    from harness.data import load_coco
 
     samples, _ = load_coco(sample_dir / "spec" / "test" / "annotations.coco.json")
     ours = theirs = 0

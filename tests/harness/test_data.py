@@ -11,19 +11,11 @@ import pytest
 import tifffile
 from pycocotools import mask as mask_utils
 
-from harness.data import (
-    Instance,
-    load_coco,
-    normalize_percentile,
-    rasterize_polygons,
-    read_image,
-    rle_counts,
-    rle_to_crop,
-    tighten,
-    to_gray,
-    to_uint8,
-)
+from harness.coco import load_coco
 from harness.errors import DataError
+from harness.images import normalize_percentile, read_image, to_gray, to_uint8
+from harness.masks import rasterize_polygons, rle_counts, rle_to_crop, tighten
+from harness.records import Instance
 
 H, W = 20, 30
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data import Instance, Sample
 from harness.errors import DataError
 from harness.evaluate import evaluate
+from harness.records import Instance, Sample
 
 H = W = 64
 

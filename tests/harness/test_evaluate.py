@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from harness.data import Instance, Sample, load_coco
+from harness.coco import load_coco
 from harness.dataset import CONFIG_DIR, load_dataset_config, load_split
 from harness.errors import ConfigError, DataError
 from harness.evaluate import evaluate, targets_for, write_outputs
-from harness.predictions import load_coco_results, load_predictions, rle_string_total
+from harness.masks import checked_runs
+from harness.predictions import load_coco_results, load_predictions
+from harness.records import Instance, Sample
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_TEST = REPO / "data" / "sample" / "spec" / "test" / "annotations.coco.json"
@@ -411,9 +413,11 @@ def test_bad_results_entries(scene: tuple[Path, Path], entry: dict[str, Any], me
         load_coco_results(scene[1], gt, categories)
 
 
-def test_rle_string_total_matches_pycocotools() -> None:
+def test_checked_runs_match_pycocotools() -> None:
     r = rle(3, 4, 30, 41)
-    assert rle_string_total(r["counts"], "x") == H * W
+    assert int(checked_runs(r["counts"], H, W, "x").sum()) == H * W
+    with pytest.raises(DataError, match=rf"^x: RLE runs cover {H * W} pixels, the {W + 1}x{H} image has"):
+        checked_runs(r["counts"], H, W + 1, "x")
     assert mask_utils.area({**r, "counts": r["counts"].encode()}) == 27 * 37
 
 

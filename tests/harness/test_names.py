@@ -13,8 +13,9 @@ import pytest
 import tifffile
 
 from harness.cli import main
+from harness.coco import load_coco
 from harness.convert import label_map
-from harness.data import Sample, load_coco
+from harness.records import Sample
 
 SETS = ("set18", "set30")
 

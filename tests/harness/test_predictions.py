@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from harness.data import Instance, Sample, load_coco
-from harness.predictions import crop_to_rle, label_image, write_predictions
+from harness.coco import load_coco
+from harness.masks import crop_to_rle
+from harness.predictions import label_image, write_predictions
+from harness.records import Instance, Sample
 
 
 def _full(inst: Instance) -> np.ndarray:

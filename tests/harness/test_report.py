@@ -16,9 +16,10 @@ import yaml
 from PIL import Image
 
 from harness import report
-from harness.data import Instance, load_coco
+from harness.coco import load_coco
 from harness.errors import DataError
 from harness.io import write_json, write_text
+from harness.records import Instance
 
 SUBSET = "spec/test"
 DATASETS = Path(__file__).resolve().parents[2] / "configs" / "datasets"

@@ -79,7 +79,7 @@ def test_shapes_and_summary_per_class() -> None:
 
 
 def test_real_sample(sample_dir) -> None:
-    from harness.data import load_coco
+    from harness.coco import load_coco
 
     samples, _ = load_coco(sample_dir / "spec" / "test" / "annotations.coco.json")
     found = shapes(inst for s in samples for inst in s.instances)

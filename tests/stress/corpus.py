@@ -118,13 +118,13 @@ def files(**named: str | bytes) -> Callable[[Path], dict[str, Path]]:
 
 
 def load_annotations(paths: dict[str, Path]) -> Any:
-    from harness.data import load_coco
+    from harness.coco import load_coco
 
     return load_coco(paths["json"])
 
 
 def load_first_image(paths: dict[str, Path]) -> Any:
-    from harness.data import load_coco
+    from harness.coco import load_coco
 
     samples, _ = load_coco(paths["json"])
     return samples[0].load_image()
