@@ -4,7 +4,7 @@
 CellPose, CellSeg1, ...), so none of them re-implements:
 
 - weights: the constructor's ``weights`` (a known name or a local path) is resolved to an existing file and
-  checked against its published hashes (`harness.integrity.check`: a missing file raises
+  checked against its published hashes (`harness.weights.check`: a missing file raises
   `MissingWeightsError` with the fetch command; a file that is not the released one is a loud warning, which
   the run records). The adapter reads ``self.weights_path`` (None = random init) — construction-time weights
   are the zero-shot model *and* the fine-tuning init;
@@ -49,9 +49,9 @@ class TorchAdapter(Adapter):
         self.weights_check: WeightsCheck | None = None
         self.weights_path: Path | None = None
         if weights:
-            from harness import integrity
+            from harness.weights import check
 
-            self.weights_check = integrity.check(weights)  # MissingWeightsError names the fetch command
+            self.weights_check = check(weights)  # MissingWeightsError names the fetch command
             self.weights_path = self.weights_check.path
 
     def torch_device(self) -> torch.device:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,14 @@ import numpy as np
 from harness.io import atomic_path
 
 logger = logging.getLogger(__name__)
+
+#: The harness's cache folder: weights files, derived arrays (``derived/``), remembered digests.
+CACHE_ENV = "C6BENCH_WEIGHTS"
+
+
+def cache_dir() -> Path:
+    """The harness's cache folder, ``$C6BENCH_WEIGHTS`` (not created here)."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "glioma-c6-bench")).expanduser()
 
 
 def array_digest(array: np.ndarray) -> str:
@@ -36,8 +45,6 @@ def array_digest(array: np.ndarray) -> str:
 
 
 def cache_root() -> Path:
-    from harness.weights import cache_dir
-
     return cache_dir() / "derived"
 
 

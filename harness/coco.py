@@ -199,7 +199,8 @@ def _images(data: dict[str, Any], json_path: Path) -> dict[Any, dict[str, Any]]:
 
 
 def load_coco(
-    json_path: Path | str, images_dir: Path | str | None = None, warnings: list[str] | None = None
+    json_path: Path | str, images_dir: Path | str | None = None, warnings: list[str] | None = None,
+    predictions: bool = False,
 ) -> tuple[list[Sample], dict[int, str]]:
     """Read a COCO instances JSON into samples (annotation order kept) and the category id → name map.
 
@@ -208,9 +209,13 @@ def load_coco(
     `harness.dataset.validate` checks every image). Errors name the file and the item; tolerable problems
     (an image without annotations, vertices a fraction outside the image) are appended to ``warnings``,
     stored per image in ``Sample.extra["warnings"]`` and logged as one counted line.
+
+    ``predictions=True``: the file holds a model's predictions, where an image without instances is an
+    answer (nothing found), not a gap in the annotations: it is counted, and a file with no instance at all
+    says so in its own warning.
     """
     json_path = Path(json_path)
-    data = read_json(json_path)
+    data = read_json(json_path, "prediction file" if predictions else "annotation file")
     if not isinstance(data, dict):
         raise DataError(
             f"{json_path}: top level must be a JSON object with 'images', 'annotations', 'categories'"
@@ -283,7 +288,7 @@ def load_coco(
     found: list[str] = []
     for image_id, img in images.items():
         notes = per_image_warnings[image_id]
-        if not per_image[image_id]:
+        if not per_image[image_id] and not predictions:
             notes.append(f"{json_path}: image id {image_id} ({img['file_name']!r}) has no annotations")
         found.extend(notes)
         samples.append(
@@ -301,6 +306,12 @@ def load_coco(
         warnings.extend(found)
     if found:
         logger.warning("%s: %d warning(s), first: %s", json_path, len(found), found[0])
+    empty = sum(not s.instances for s in samples)
+    if predictions and samples and empty == len(samples):
+        logger.warning("%s: an empty prediction: no instance predicted on any of its %d image(s); every image "
+                       "counts as predicting nothing", json_path, len(samples))
+    elif predictions and empty:
+        logger.info("%s: no instance predicted on %d of %d image(s)", json_path, empty, len(samples))
     logger.info("%s: %d images, %d annotations", json_path, len(samples), len(data["annotations"]))
     return samples, categories
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from harness.cache import cache_dir
 from harness.io import write_json
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ def sha256_file(path: Path | str) -> str:
 
 def cache_file() -> Path:
     """Where remembered digests live (beside the weights cache; removing it only costs re-hashing)."""
-    from harness.weights import cache_dir
-
     return cache_dir() / "digests.json"
 
 

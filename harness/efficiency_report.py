@@ -128,8 +128,9 @@ def write_section(run_dirs: Sequence[Path], out_dir: Path) -> tuple[list[Path], 
     import html
     import json
 
+    from harness.figures import png_data_uri
     from harness.io import write_text
-    from harness.report import markdown_table, html_table, png_data_uri
+    from harness.results import html_table, markdown_table
 
     rows = []
     for run_dir in run_dirs:

@@ -40,7 +40,6 @@ NAME_RULES = (
     (re.compile(r"^sam_vit_[bhl]_([0-9a-f]{6})\.pth$"), "md5"),
     (re.compile(r"^[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*-([0-9a-f]{8,64})\.(?:pth|pt|bin|ckpt)$"), "sha256"),
 )
-_WARNED: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -103,39 +102,11 @@ def _compare(hashes: list[Published], digest: Callable[[str], str]) -> tuple[str
     return "yes", ", ".join(item.describe() for item in hashes)
 
 
-def spec_for_path(path: Path) -> WeightSpec | None:
-    """The known release whose file name `path` carries (a local copy claims to be that release)."""
-    from harness import weights
-
-    for entry in weights.table().values():
-        if Path(entry.file).name == path.name:
-            return entry
-    return None
-
-
 def check_file(path: Path, entry: WeightSpec | None, label: str) -> WeightsCheck:
     """Compare a file with the hashes published for `entry` (digests cached: a 2.5 GB file is read once)."""
     path = Path(path)
     verdict, against = _compare(published(entry) if entry else [], lambda algo: file_digest(path, algo))
     return WeightsCheck(label, path, file_digest(path), verdict, against)
-
-
-def check(weights: str) -> WeightsCheck:
-    """Resolve a weights argument (name or path) and check it; a mismatch is logged loudly, once per file.
-
-    Raises `MissingWeightsError` (with the fetch command) when the file is absent.
-    """
-    from harness import weights as weights_mod
-
-    path = weights_mod.resolve(weights)
-    known = weights_mod.table().get(weights)
-    result = check_file(path, known or spec_for_path(path), weights)
-    if result.verified == "mismatch" and (str(path), result.sha256) not in _WARNED:
-        _WARNED.add((str(path), result.sha256))
-        logger.warning("WEIGHTS %s (%s) ARE NOT THE RELEASED FILE: %s. Results from it are recorded as such "
-                       "(manifest.json, the row's init); `c6bench weights fetch %s --force` gets the released one",
-                       weights, path, result.against, known.name if known else "NAME")
-    return result
 
 
 def mismatch_of_download(path: Path, entry: WeightSpec) -> str:

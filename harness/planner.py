@@ -21,7 +21,7 @@ from typing import Any
 
 import adapters
 from harness import dataset as ds
-from harness import efficiency, envs, integrity, keys, rehearsal
+from harness import efficiency, envs, keys, rehearsal
 from harness.checks import check_bench_spec
 from harness.classes import Unit, pred_categories, units_of
 from harness.config import ModelConfig, load_model_config
@@ -39,6 +39,7 @@ from harness.plan import (
 )
 from harness.records import Sample
 from harness.results import GT_MODES
+from harness.weights import check as check_weights
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class Planner:
         inits, missing = [], []
         for name in weights:
             try:
-                inits.append(f"pretrained:{name}{integrity.check(name).note()}")
+                inits.append(f"pretrained:{name}{check_weights(name).note()}")
             except MissingWeightsError as exc:
                 inits.append(f"pretrained:{name}")
                 missing.append(str(exc))
@@ -136,7 +137,7 @@ class Planner:
         if not member:
             return None, "scratch"
         try:
-            check = integrity.check(member)
+            check = check_weights(member)
         except MissingWeightsError:
             return None, f"scratch ({member} not found)"
         return member, f"pretrained:{member}{check.note()}"

@@ -148,7 +148,7 @@ def load_predictions(
     data = read_json(path, "prediction file")
     if isinstance(data, list):
         return load_coco_results(path, gt, categories, data), None
-    samples, pred_categories = load_coco(path)
+    samples, pred_categories = load_coco(path, predictions=True)
     if not samples:
         raise DataError(f"{path}: the prediction file lists no images ('images' is empty), so nothing can be "
                         f"scored against the {len(gt)} ground-truth images")

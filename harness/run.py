@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from harness import efficiency, envs, integrity, rehearsal
+from harness import efficiency, envs, rehearsal
 from harness.classes import Unit, merge_classes, pred_categories, training_samples
 from harness.coco import load_coco
 from harness.concurrency import run_dir_lock, stage_lock
@@ -35,7 +35,8 @@ from harness.manifest import PACKAGES, git_hash, versions
 from harness.plan import BenchSpec, Plan, Stage, Trial, safe_ref
 from harness.planner import Planner
 from harness.predictions import write_predictions
-from harness.results import GT_MODES, csv_text, results_csv, results_markdown
+from harness.results import GT_MODES, write_result_files
+from harness.weights import check as check_weights
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class Runner(Planner):
             logger.info("trial %s: seed %d, %d training image(s): %s", stage.trial, trial.seed, len(subset),
                         ", ".join(s.name for s in subset))
         checkpoint = adapter.train(train, valid, work, **schedule)
-        used = [integrity.check(weights).to_dict()] if weights else []
+        used = [check_weights(weights).to_dict()] if weights else []
         extra = {"seed": trial.seed, "train_images": [s.name for s in subset]} if stage.trial else {}
         write_json(work / "init.json", {"init": init, "weights": used, "versions": adapter.versions(), **extra})
         return {"checkpoint": Path(checkpoint), "init": work / "init.json"}
@@ -170,7 +171,7 @@ class Runner(Planner):
         if stage.mode == "zero_shot":
             params = {**params, **self.model_cfg.zero_shot_params}  # what the zero-shot rows run (config)
             names = self.zero_shot(unit)[0]
-            checks = [integrity.check(name) for name in names]
+            checks = [check_weights(name) for name in names]
             paths, used = [c.path for c in checks], [c.to_dict() for c in checks]
             adapter = self.cls.build(params, weights=names[0] if len(names) == 1 else None, device=device,
                                      seed=self.trial_of(stage).seed)
@@ -210,7 +211,7 @@ class Runner(Planner):
         init = self._init_of(stage.mode, unit, self._dependency(stage, "predict"), self.trial_of(stage))
         gt = self.split(stage.ref)
         part_targets = self.data.targets_of(stage.ref)
-        pred, _ = load_coco(pred_path, images_dir=None)
+        pred, _ = load_coco(pred_path, images_dir=None, predictions=True)
         pred_by_name = {p.file_name: p for p in pred}
         rows, per_image = [], []
         for target in unit.targets:
@@ -341,15 +342,10 @@ class Runner(Planner):
                     "weights": self.weights_used(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(self.run_dir / "manifest.json", manifest)
-        write_json(self.run_dir / "results.json", {"model": self.spec.model, "profile": self.spec.profile,
-                                                   "data": self.data.name,
-                                                   "rehearsal": rehearsal.summary(self.rehearse), "rows": rows})
-        write_text(self.run_dir / "results.csv", results_csv(rows))
-        markdown = results_markdown(rows, rehearse=self.rehearse)
-        if self.trials()[0].tag:
-            markdown += "\n" + efficiency.seeds_markdown(rows)
-        write_text(self.run_dir / "results.md", markdown)
-        write_text(self.run_dir / "per_image.csv", csv_text(per_image))
+        header = {"model": self.spec.model, "profile": self.spec.profile, "data": self.data.name,
+                  "rehearsal": rehearsal.summary(self.rehearse)}
+        seeds = "\n" + efficiency.seeds_markdown(rows) if self.trials()[0].tag else ""  # the over-seeds table
+        write_result_files(self.run_dir, header, rows, per_image, self.rehearse, seeds)
 
 
 def _attach_log(path: Path) -> logging.Handler:

@@ -21,19 +21,17 @@ from pathlib import Path
 
 import adapters
 from adapters.base import WeightSpec
+from harness import integrity
+from harness.cache import cache_dir  # the weights cache is the harness's cache folder
 from harness.errors import C6BenchError, DataError, MissingWeightsError
 
-__all__ = ["WeightSpec", "cache_dir", "fetch", "path_of", "resolve", "spec", "table", "verify"]
+__all__ = ["WeightSpec", "cache_dir", "check", "fetch", "path_of", "resolve", "spec", "table", "verify"]
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "C6BENCH_WEIGHTS"
+_WARNED: set[tuple[str, str]] = set()  # (path, sha256) of mismatching files already warned about
+
 FETCH_TIMEOUT_S = 20
-
-
-def cache_dir() -> Path:
-    """The weights cache folder (not created here)."""
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "glioma-c6-bench")).expanduser()
 
 
 def table() -> dict[str, WeightSpec]:
@@ -84,8 +82,6 @@ def resolve(weights: str | os.PathLike[str]) -> Path:
 
 def verify(name: str, path: Path) -> None:
     """Check a cached file against its published hashes (`weights fetch`): a mismatch is an error."""
-    from harness import integrity
-
     check = integrity.check_file(path, spec(name), label=name)
     if check.verified == "mismatch":
         raise C6BenchError(f"{path}: has {check.against} for weights {name}: it does not match; delete the file "
@@ -102,7 +98,6 @@ def fetch(name: str, force: bool = False) -> Path:
     published hashes *before* it is renamed, so a corrupt or tampered download never lands under the name
     that `resolve` looks for.
     """
-    from harness import integrity
     from harness.download import download
 
     entry = spec(name)
@@ -126,3 +121,27 @@ def fetch(name: str, force: bool = False) -> Path:
     partial.replace(target)
     logger.info("weights %s saved to %s", name, target)
     return target
+
+
+def spec_for_path(path: Path) -> WeightSpec | None:
+    """The known release whose file name `path` carries (a local copy claims to be that release)."""
+    for entry in table().values():
+        if Path(entry.file).name == path.name:
+            return entry
+    return None
+
+
+def check(weights: str) -> integrity.WeightsCheck:
+    """Resolve a weights argument (name or path) and check it; a mismatch is logged loudly, once per file.
+
+    Raises `MissingWeightsError` (with the fetch command) when the file is absent.
+    """
+    path = resolve(weights)
+    known = table().get(weights)
+    result = integrity.check_file(path, known or spec_for_path(path), weights)
+    if result.verified == "mismatch" and (str(path), result.sha256) not in _WARNED:
+        _WARNED.add((str(path), result.sha256))
+        logger.warning("WEIGHTS %s (%s) ARE NOT THE RELEASED FILE: %s. Results from it are recorded as such "
+                       "(manifest.json, the row's init); `c6bench weights fetch %s --force` gets the released one",
+                       weights, path, result.against, known.name if known else "NAME")
+    return result

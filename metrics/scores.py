@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -207,4 +208,40 @@ def bootstrap_intervals(
                 for name, values in scores.items()
             }
         )
+    return out
+
+
+# --------------------------------------------------------------------------------------------- paired bootstrap
+
+
+def pooled_f1(counts: np.ndarray) -> np.ndarray:
+    """F1 = 2TP / (2TP + FP + FN) from (..., 3) summed counts; 0 where nothing was counted."""
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    denom = 2 * tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros(denom.shape, dtype=np.float64), where=denom > 0)
+
+
+def paired_f1_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                        level: float = 0.95) -> dict[str, Any]:
+    """Pooled F1 of A and B and their difference (A − B) with a percentile bootstrap interval over images.
+
+    ``a`` and ``b`` are ``(n_images, 3)`` per-image TP/FP/FN of the two models **on the same images in
+    the same order**; each bootstrap replicate resamples images with replacement and recomputes both
+    pooled F1 values from the summed counts, so the interval accounts for the pairing.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 3)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 3)
+    if a.shape != b.shape:
+        raise ValueError(f"paired counts need the same images: {a.shape[0]} vs {b.shape[0]} rows")
+    n = a.shape[0]
+    f1_a, f1_b = float(pooled_f1(a.sum(0))), float(pooled_f1(b.sum(0)))
+    out: dict[str, Any] = {"n_images": n, "f1_a": f1_a, "f1_b": f1_b, "diff": f1_a - f1_b,
+                           "ci_low": None, "ci_high": None, "n_boot": n_boot, "seed": seed}
+    if n < 2 or n_boot <= 0:
+        return out
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    diffs = pooled_f1(a[idx].sum(1)) - pooled_f1(b[idx].sum(1))
+    tail = (1.0 - level) / 2.0 * 100.0
+    out["ci_low"], out["ci_high"] = (float(v) for v in np.percentile(diffs, [tail, 100.0 - tail]))
     return out

@@ -75,9 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.coco import load_coco
-    from harness.evaluate import evaluate, targets_for, write_outputs
+    from harness.evaluate import evaluate
+    from harness.evaluation import write_outputs
     from harness.io import ensure_dir
     from harness.predictions import load_predictions
+    from harness.targets import targets_for
 
     ensure_dir(args.out)
     gt, categories = load_coco(args.gt)

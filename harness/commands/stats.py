@@ -31,12 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import report
+    from harness import stats
     from harness.dataset import resolve_data
     from harness.io import ensure_dir
 
     cfg = resolve_data(args.data)
     ensure_dir(args.out)
-    written = report.write_stats(cfg, args.out, splits=args.split, runs=args.run or [])
+    written = stats.write_stats(cfg, args.out, splits=args.split, runs=args.run or [])
     sys.stdout.write("\n".join(str(p) for p in written) + "\n")
     return 0

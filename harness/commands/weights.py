@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     from harness import weights
+    from harness.cache import CACHE_ENV
 
     cache = weights.cache_dir()
     rows = [("name", "adapter", "file", "status", "licence")]
@@ -33,7 +34,7 @@ def run_list(args: argparse.Namespace) -> int:
         status = "present" if (cache / entry.file).is_file() else "absent"
         rows.append((name, entry.adapter, entry.file, status, entry.licence))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"cache dir: {cache}  (set {weights.CACHE_ENV} to change it)"]
+    lines = [f"cache dir: {cache}  (set {CACHE_ENV} to change it)"]
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
         lines.append("  ".join(cells) + "  " + row[4])

@@ -18,10 +18,12 @@ from pycocotools import mask as mask_utils
 from harness.coco import load_coco
 from harness.dataset import CONFIG_DIR, load_dataset_config, load_split
 from harness.errors import ConfigError, DataError
-from harness.evaluate import evaluate, targets_for, write_outputs
+from harness.evaluate import evaluate
+from harness.evaluation import write_outputs
 from harness.masks import checked_runs
 from harness.predictions import load_coco_results, load_predictions
 from harness.records import Instance, Sample
+from harness.targets import targets_for
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_TEST = REPO / "data" / "sample" / "spec" / "test" / "annotations.coco.json"

@@ -89,7 +89,7 @@ def test_fetch_refuses_a_download_that_does_not_match_its_published_hash(table, 
 def test_fetch_accepts_matching_name_prefixes_and_verifies_them_again(table) -> None:
     for name in ("sam_good", "hub_good"):
         path = weights.fetch(name)
-        assert path.read_bytes() == PAYLOAD and integrity.check(name).verified == "yes"
+        assert path.read_bytes() == PAYLOAD and weights.check(name).verified == "yes"
     bad = weights.path_of("sam_bad")
     bad.parent.mkdir(parents=True, exist_ok=True)
     bad.write_bytes(PAYLOAD)  # copied by hand under the release's name
@@ -121,12 +121,12 @@ def test_run_time_check_records_the_sha256_and_warns_loudly_once(table, tmp_path
     plain = weights.path_of("plain")
     plain.parent.mkdir(parents=True, exist_ok=True)
     plain.write_bytes(PAYLOAD)
-    assert integrity.check("plain") == integrity.WeightsCheck("plain", plain, SHA, "no", "no hash published")
+    assert weights.check("plain") == integrity.WeightsCheck("plain", plain, SHA, "no", "no hash published")
     copied = weights.path_of("sam_bad")
     copied.parent.mkdir(parents=True, exist_ok=True)
     copied.write_bytes(PAYLOAD)
     with caplog.at_level(logging.WARNING, logger="harness.integrity"):
-        first, again = integrity.check("sam_bad"), integrity.check("sam_bad")
+        first, again = weights.check("sam_bad"), weights.check("sam_bad")
     assert first == again and (first.verified, first.sha256) == ("mismatch", SHA)
     assert first.note() == " (md5 mismatch: not the released file)"
     assert first.to_dict() == {"name": "sam_bad", "path": str(copied), "sha256": SHA, "verified": "mismatch",
@@ -137,8 +137,8 @@ def test_run_time_check_records_the_sha256_and_warns_loudly_once(table, tmp_path
     elsewhere = tmp_path / "downloads" / "sam_vit_b_01ec64.pth"
     elsewhere.parent.mkdir()
     elsewhere.write_bytes(PAYLOAD)
-    assert integrity.check(str(elsewhere)).verified == "mismatch"
-    assert integrity.check(str(plain)).verified == "no"
+    assert weights.check(str(elsewhere)).verified == "mismatch"
+    assert weights.check(str(plain)).verified == "no"
 
 
 def test_md5_and_sha256_digests_are_cached_and_computed_in_one_read(tmp_path: Path,

@@ -302,8 +302,7 @@ def test_stage_ids_and_missing_stage(tmp_path: Path) -> None:
     from harness.run import BenchSpec, Runner, run_stage
     from harness.status import stage_status
 
-    plan = Plan.create([Runner(BenchSpec(model="classical", data="sample", device="cpu", out=tmp_path))],
-                              tmp_path)
+    Plan.create([Runner(BenchSpec(model="classical", data="sample", device="cpu", out=tmp_path))], tmp_path)
     with pytest.raises(ConfigError, match="no stage 'classical/train/soma'"):
         run_stage(tmp_path, "classical/train/soma")
     shutil.rmtree(tmp_path / "stages", ignore_errors=True)

@@ -45,3 +45,29 @@ def test_predictions_round_trip(tmp_path) -> None:
     labels = label_image(back)
     assert labels[2, 3] == 1 and labels[3, 4] == 1 and labels[3, 3] == 1  # higher score painted last wins
     assert (labels > 0).sum() == 12
+
+
+def test_an_empty_prediction_file_says_so_and_is_no_annotation_gap(tmp_path, caplog) -> None:
+    """A model that found nothing: not 'image … has no annotations' per image (a data warning), one line."""
+    import logging
+
+    blank = [Sample(image_path=tmp_path / f"{n}.tif", height=10, width=12, image_id=k, file_name=f"{n}.tif")
+             for k, n in enumerate(("a", "b"), start=1)]
+    path = write_predictions(tmp_path / "p.json", blank, ["cells"])
+    warnings: list[str] = []
+    with caplog.at_level(logging.INFO, logger="harness.coco"):
+        samples, _ = load_coco(path, warnings=warnings, predictions=True)
+    assert [s.instances for s in samples] == [(), ()] and warnings == []
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"{path}: an empty prediction: no instance predicted on any of its 2 image(s); every image counts as "
+        "predicting nothing"]
+    assert "has no annotations" not in caplog.text
+    one = write_predictions(tmp_path / "q.json", [blank[0].with_instances(
+        [Instance.from_mask("cells", 1, 1, np.ones((2, 2), bool), 10, 12, score=0.5)]), blank[1]], ["cells"])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="harness.coco"):
+        load_coco(one, predictions=True)
+    assert f"{one}: no instance predicted on 1 of 2 image(s)" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    load_coco(one, warnings=warnings)  # as annotations, the same image is a gap
+    assert warnings == [f"{one}: image id 2 ('b.tif') has no annotations"]

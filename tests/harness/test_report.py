@@ -15,11 +15,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from harness import report
+from harness import figures, report, results, runs
 from harness.coco import load_coco
 from harness.errors import DataError
 from harness.io import write_json, write_text
 from harness.records import Instance
+from metrics import scores
 
 SUBSET = "spec/test"
 DATASETS = Path(__file__).resolve().parents[2] / "configs" / "datasets"
@@ -119,7 +120,7 @@ def test_tables_equal_results_json(built) -> None:
         for model in by_model:
             pooled = _results(runs, model)["metrics"][gt_mode]["pooled"]
             got = by_model[model]
-            for column, threshold, key in report.SCORES:
+            for column, threshold, key in results.SCORES:
                 assert got[column] == round(100 * pooled[threshold][key], 1), (number, model, column)
             assert (got["init"], got["profile"], got["n_images"]) == ("pretrained", "quick", 2)
         if gt_mode == "overlap":  # against priority-resolved GT the hidden nested cell becomes a false positive
@@ -162,14 +163,14 @@ def test_paired_comparison(built) -> None:
 def test_paired_bootstrap_exact() -> None:
     a = np.array([[10, 0, 0], [5, 5, 0]])
     b = np.array([[10, 0, 0], [5, 5, 0]])
-    res = report.paired_f1_bootstrap(a, b, n_boot=100)
+    res = scores.paired_f1_bootstrap(a, b, n_boot=100)
     assert res["diff"] == 0.0 and res["ci_low"] == 0.0 and res["ci_high"] == 0.0
     assert res["f1_a"] == pytest.approx(30 / 35)
     c = np.array([[10, 0, 0], [0, 0, 10]])
-    res = report.paired_f1_bootstrap(a, c, n_boot=500, seed=1)
+    res = scores.paired_f1_bootstrap(a, c, n_boot=500, seed=1)
     assert res["diff"] == pytest.approx(30 / 35 - 20 / 30)
     with pytest.raises(ValueError):
-        report.paired_f1_bootstrap(a, a[:1])
+        scores.paired_f1_bootstrap(a, a[:1])
 
 
 def test_pngs_decode_with_expected_size(built) -> None:
@@ -206,13 +207,13 @@ def test_overlay_borders_come_from_crops() -> None:
     crop[1:5, 1:5] = True
     inst = Instance.from_mask("cells", 10, 20, crop, 40, 40)
     image8 = np.full((40, 40), 100, np.uint8)
-    rgb = report.overlay_rgb(image8, [inst], [inst])
-    red = np.all(rgb == report.PRED_COLOR, axis=-1)
-    blue = np.all(rgb == report.GT_COLOR, axis=-1)
+    rgb = figures.overlay_rgb(image8, [inst], [inst])
+    red = np.all(rgb == figures.PRED_COLOR, axis=-1)
+    blue = np.all(rgb == figures.GT_COLOR, axis=-1)
     assert red.sum() == 12  # inner border of a 4x4 square
     assert blue.sum() == 16  # outer border (4-connected) of a 4x4 square
     assert red[11:15, 21:25].sum() == 12 and not red[12:14, 22:24].any()
-    window, count = report.densest_window([inst], 40, 40, 10)
+    window, count = figures.densest_window([inst], 40, 40, 10)
     assert count == 1 and window[0] <= 12 < window[2] and window[1] <= 22 < window[3]
 
 
@@ -241,8 +242,8 @@ def test_report_scores_against_the_data_the_run_read(tmp_path: Path, sample_dir:
     copy = tmp_path / "elsewhere" / "glioma"
     shutil.copytree(sample_dir / "spec", copy / "spec")
     run = make_run(tmp_path, "20260101-000002_copy", "copy", 0, copy)
-    cfg = report.run_dataset(report.load_run(run))
+    cfg = report.run_dataset(runs.load_run(run))
     assert (cfg.name, cfg.root) == ("sample", copy.resolve())
     write_text(run / "config.yaml", yaml.safe_dump({"model": "copy", "data": "sample"}))  # no root recorded
     with pytest.raises(DataError, match=r"config.yaml does not say which dataset \(data.config, data.root\)"):
-        report.run_dataset(report.load_run(run))
+        report.run_dataset(runs.load_run(run))
