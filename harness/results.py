@@ -148,9 +148,10 @@ TABLE_NUMBER = {"overlap": "table2", "resolved": "table4"}
 ID_COLUMNS = ("model", "mode", "init", "profile", "target", "subset", "n_images", "run")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResultRow:
-    """One (model, mode, target, subset) row of a run, its status and its scores per GT mode (fractions)."""
+    """One (model, mode, target, subset) row of a run as the report reads it back from ``results.json``
+    (`harness.runs.parse_results`): its status and its scores per GT mode (fractions, `SCORES` columns)."""
 
     run: str
     model: str
