@@ -31,12 +31,12 @@ def test_temporary_names_map_back_to_the_file() -> None:
 
 
 def test_disk_full_while_writing_results_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
-    import harness.evaluate
+    import harness.evaluation
 
     def full(path: Path, text: str) -> None:
         raise _full(temp_path(Path(path)))
 
-    monkeypatch.setattr(harness.evaluate, "write_text", full)
+    monkeypatch.setattr(harness.evaluation, "write_text", full)  # metrics.json is written there
     code = main(
         ["evaluate", "--gt", str(SAMPLE_TEST), "--pred", str(SAMPLE_TEST), "--out", str(tmp_path / "o")]
     )
