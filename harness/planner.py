@@ -14,8 +14,10 @@ and recomputes the rest. `harness.run.Runner` executes the stages.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +293,38 @@ class Planner:
         return (rec.get("state") == "done" and rec.get("key") == self.key(stage)
                 and all((self.run_dir / p).exists() for p in rec.get("outputs", {}).values()))
 
+    # ------------------------------------------------------------------ what finished stages recorded
+
+    def _init_of(self, mode: str, unit: Unit, predict: dict[str, Any], trial: Trial) -> str:
+        if mode == "zero_shot":
+            models = self.output(predict, "models") if "models" in predict.get("outputs", {}) else None
+            note = json.loads(models.read_text()).get("run_note", "") if models and models.is_file() else ""
+            return self.zero_shot(unit)[1] + note
+        inits = []
+        for sid, member in zip(self.train_ids(unit, trial), self.model_cfg.finetune_members(), strict=True):
+            rec = self.record(self.stage(sid))
+            done = "init" in rec.get("outputs", {})
+            inits.append(json.loads(self.output(rec, "init").read_text())["init"] if done
+                         else self.finetune_init(member)[1])
+        return " + ".join(inits)
+
+    def _model_notes(self) -> Iterator[tuple[Stage, dict[str, Any]]]:
+        """Each finished train / predict stage with what it recorded of its model (init.json, <subset>.models.json)."""
+        for stage in self.stages():
+            rec = self.record(stage)
+            name = {"train": "init", "predict": "models"}.get(stage.kind)
+            if rec.get("state") == "done" and name in rec.get("outputs", {}):
+                yield stage, json.loads(self.output(rec, name).read_text())
+
+    def weights_used(self) -> list[dict[str, Any]]:
+        """Every weights file a finished stage used (name, path, sha256, verified) with the stages that used it."""
+        used: dict[tuple[str, str], dict[str, Any]] = {}
+        for stage, notes in self._model_notes():
+            for entry in notes.get("weights", []):
+                item = used.setdefault((entry["path"], entry["sha256"]), {**entry, "stages": []})
+                item["stages"].append(stage.id)
+        return list(used.values())
+
+    def adapter_versions(self) -> dict[str, str]:
+        """The package versions the adapter reported (`Adapter.versions`) in its finished stages, where they ran."""
+        return {k: v for _, notes in self._model_notes() for k, v in notes.get("versions", {}).items()}

@@ -16,7 +16,6 @@ import os
 import platform
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,40 +242,6 @@ class Runner(Planner):
                 / f"{safe_ref(stage.ref)}{'.' + stage.trial if stage.trial else ''}.json")
         write_json(path, {"rows": rows, "per_image": per_image})
         return {"evaluation": path}
-
-    def _init_of(self, mode: str, unit: Unit, predict: dict[str, Any], trial: Trial) -> str:
-        if mode == "zero_shot":
-            models = self.output(predict, "models") if "models" in predict.get("outputs", {}) else None
-            note = json.loads(models.read_text()).get("run_note", "") if models and models.is_file() else ""
-            return self.zero_shot(unit)[1] + note
-        inits = []
-        for sid, member in zip(self.train_ids(unit, trial), self.model_cfg.finetune_members(), strict=True):
-            rec = self.record(self.stage(sid))
-            done = "init" in rec.get("outputs", {})
-            inits.append(json.loads(self.output(rec, "init").read_text())["init"] if done
-                         else self.finetune_init(member)[1])
-        return " + ".join(inits)
-
-    def _model_notes(self) -> Iterator[tuple[Stage, dict[str, Any]]]:
-        """Each finished train / predict stage with what it recorded of its model (init.json, <subset>.models.json)."""
-        for stage in self.stages():
-            rec = self.record(stage)
-            name = {"train": "init", "predict": "models"}.get(stage.kind)
-            if rec.get("state") == "done" and name in rec.get("outputs", {}):
-                yield stage, json.loads(self.output(rec, name).read_text())
-
-    def weights_used(self) -> list[dict[str, Any]]:
-        """Every weights file a finished stage used (name, path, sha256, verified) with the stages that used it."""
-        used: dict[tuple[str, str], dict[str, Any]] = {}
-        for stage, notes in self._model_notes():
-            for entry in notes.get("weights", []):
-                item = used.setdefault((entry["path"], entry["sha256"]), {**entry, "stages": []})
-                item["stages"].append(stage.id)
-        return list(used.values())
-
-    def adapter_versions(self) -> dict[str, str]:
-        """The package versions the adapter reported (`Adapter.versions`) in its finished stages, where they ran."""
-        return {k: v for _, notes in self._model_notes() for k, v in notes.get("versions", {}).items()}
 
     def _stage_results(self, stage: Stage) -> dict[str, Path]:
         """Collect every evaluation (and the skipped rows, with reasons) into the result files, in plan order."""
