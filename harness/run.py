@@ -132,11 +132,6 @@ class Runner(Planner):
             logger.warning("fine-tuning %s from random init: weights %s not found (c6bench weights fetch %s)",
                            unit.name, member, member)
         _seed_everything(trial.seed + k)  # member k of an ensemble: its own seed, so random inits differ
-        schedule = dict(self.model_cfg.train)
-        if stage.trial and isinstance(schedule.get("seed"), int):
-            schedule["seed"] = trial.seed  # a trial's seed replaces the schedule's (the experiment dimension)
-        if k and isinstance(schedule.get("seed"), int):
-            schedule["seed"] += k  # adapters that still read a schedule seed (cellseg1); they move to adapter.seed
         adapter = self.cls.build(self.model_cfg.params, weights=weights, device=self.device, seed=trial.seed + k)
         subset = self.train_subset(trial)
         train = training_samples(subset, unit)
@@ -149,7 +144,7 @@ class Runner(Planner):
         if stage.trial:
             logger.info("trial %s: seed %d, %d training image(s): %s", stage.trial, trial.seed, len(subset),
                         ", ".join(s.name for s in subset))
-        checkpoint = adapter.train(train, valid, work, **schedule)
+        checkpoint = adapter.train(train, valid, work, **self.model_cfg.train)
         used = [check_weights(weights).to_dict()] if weights else []
         extra = {"seed": trial.seed, "train_images": [s.name for s in subset]} if stage.trial else {}
         write_json(work / "init.json", {"init": init, "weights": used, "versions": adapter.versions(), **extra})
