@@ -11,7 +11,9 @@ step's alone:
 4. ``labelmaps_<split>``: ``c6bench data convert --to labelmaps`` (one map per target) for every split;
 5. ``yolo``: ``c6bench data convert --to yolo`` of all four splits, classes ``cells soma``;
 6. ``evaluate_<split>``: ``c6bench evaluate`` of spec/test and gen/test (the ground truth as its own
-   prediction).
+   prediction);
+7. ``bench_classical_cold`` / ``_warm`` (``train``): the classical baseline's whole quick bench, with an empty
+   and then a filled derived-array cache (`benchmarks.scale_training`).
 
 Every count is compared with the generator's ``expected.json``; a mismatch is listed under ``mismatches`` (and
 ``counts_match`` is false), never hidden.
@@ -79,8 +81,11 @@ def _du_mb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6, 1)
 
 
-def scenario(work: Path, full: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the steps in `work` (which must be empty or absent); returns the figures."""
+def scenario(work: Path, full: bool = False, seed: int = 0, train: bool = True) -> dict[str, Any]:
+    """Run the steps in `work` (which must be empty or absent); returns the figures.
+
+    `train`: also the training steps (`benchmarks.scale_training`), after the data path.
+    """
     work.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
@@ -228,6 +233,12 @@ def scenario(work: Path, full: bool = False, seed: int = 0) -> dict[str, Any]:
                 (pooled["tp"], pooled["fp"], pooled["fn"]),
                 (kept, 0, 0),
             )
+    if train:
+        from benchmarks import scale_training
+
+        trained, problems = scale_training.classical_bench(data, work, env, _step, logs)
+        steps.update(trained)
+        mismatches += problems
     one = expected["spec/train"]
     return {
         "scale": "full" if full else "small",

@@ -12,7 +12,7 @@ from benchmarks import bench_scale
 
 
 def test_scale_scenario_small_counts_match(tmp_path: Path) -> None:
-    result = bench_scale.scenario(tmp_path / "work", seed=2)
+    result = bench_scale.scenario(tmp_path / "work", seed=2, train=False)  # training: the test below
     assert result["mismatches"] == [] and result["counts_match"] is True
     assert (result["scale"], result["image"], result["images"]) == ("small", "1296x972", 17)
     assert list(result["steps"]) == [
@@ -37,3 +37,21 @@ def test_scale_scenario_full_counts_match(tmp_path: Path) -> None:
     result = bench_scale.scenario(tmp_path / "work", full=True)
     assert result["mismatches"] == []
     assert (result["image"], result["images"], result["instances"]) == ("2592x1944", 75, 19861)
+
+
+def test_classical_bench_cold_then_warm_cache(tmp_path: Path) -> None:
+    """The training step: the real classical bench twice on the mini Glioma C6 tree, an empty cache then the
+    filled one; every row ok, the same scores, and the second run adds nothing to the cache."""
+    from benchmarks import scale_training
+
+    data = Path(__file__).resolve().parents[1] / "fixtures" / "glioma_mini"
+    env = dict(bench_scale.os.environ, PYTHONPATH=str(bench_scale.REPO))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    steps, problems = scale_training.classical_bench(data, tmp_path, env, bench_scale._step, logs)
+    assert problems == []
+    assert list(steps) == ["bench_classical_cold", "bench_classical_warm"]
+    assert steps["bench_classical_cold"]["rows"] == steps["bench_classical_warm"]["rows"] == 10
+    cached = sorted(p.name for p in (tmp_path / "cache" / "derived" / "classical-labels").rglob("*.npz"))
+    assert cached, "the cold run filled the cache"
+    assert sorted(p.name for p in (tmp_path / "cache" / "derived" / "classical-labels").rglob("*.npz")) == cached
