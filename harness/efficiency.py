@@ -12,7 +12,7 @@ exceeds run-to-run noise. Bootstrap intervals cover image sampling only; these f
 - `images_to_reach`: the smallest training size whose mean F1 reaches a fraction of the all-images F1.
 - `seed_gap`: two models compared on matched seeds, and whether the gap exceeds the seed-to-seed spread.
 
-Pure functions over result rows (``results.json`` ``rows``); no I/O.
+Pure functions over result rows (`harness.results.ResultRow`); no I/O.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.results import ResultRow
 
 logger = logging.getLogger(__name__)
 
@@ -107,22 +110,22 @@ class Spread:
         return {"n": self.n, "mean": self.mean, "sd": self.sd, "min": self.min, "max": self.max}
 
 
-def score(row: dict[str, Any], name: str, gt_mode: str = "overlap", iou: str = "0.5") -> float:
+def score(row: ResultRow, name: str, gt_mode: str = "overlap", iou: str = "0.5") -> float:
     """A pooled score of an ``ok`` result row (``metrics[gt_mode].pooled[iou][name]``)."""
-    return float(row["metrics"][gt_mode]["pooled"][iou][name])
+    return float(row.metrics[gt_mode]["pooled"][iou][name])
 
 
-def group_key(row: dict[str, Any]) -> tuple[Any, ...]:
+def group_key(row: ResultRow) -> tuple[Any, ...]:
     """What a row is apart from its seed: model, mode, target, subset, training size."""
-    return (row["model"], row["mode"], row["target"], row["subset"], row.get("train_images"))
+    return (row.model, row.mode, row.target, row.subset, row.train_images)
 
 
-def aggregate(rows: Iterable[dict[str, Any]], gt_mode: str = "overlap", iou: str = "0.5"
+def aggregate(rows: Iterable[ResultRow], gt_mode: str = "overlap", iou: str = "0.5"
               ) -> dict[tuple[Any, ...], dict[str, Spread]]:
     """Per `group_key`: each of `SCORES` over the seeds of the ``ok`` rows (skipped rows are not a zero)."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[Any, ...], list[ResultRow]] = {}
     for row in rows:
-        if row.get("status") == "ok":
+        if row.status == "ok":
             groups.setdefault(group_key(row), []).append(row)
     return {key: {s: Spread.of([score(r, s, gt_mode, iou) for r in members]) for s in SCORES}
             for key, members in groups.items()}
@@ -171,7 +174,7 @@ def seed_gap(a: dict[int, float], b: dict[int, float]) -> SeedGap | None:
     return SeedGap(seeds, gaps, spread.mean, spread.sd, same_sign and abs(spread.mean) > 2 * spread.sd)
 
 
-def seeds_markdown(rows: Sequence[dict[str, Any]]) -> str:
+def seeds_markdown(rows: Sequence[ResultRow]) -> str:
     """``results.md``'s section of a run with trials: F1@0.5 and AP@0.5 over seeds per training size (percent)."""
     lines = ["### Over seeds — fine-tuned rows by training-set size (overlapping ground truth)", "",
              "| model | target | subset | train images | seeds | F1@0.5 mean ± sd [min, max] | AP@0.5 mean ± sd |",

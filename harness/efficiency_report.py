@@ -2,8 +2,8 @@
 
 F1@0.5 (and AP@0.5) against the number of training images, one line per model through the seed means, the seed
 range (min–max) as a band, each model's zero-shot score as a dashed horizontal line — the picture a lab looks at
-before deciding how many images to annotate. Only rows with a ``train_images`` field (runs made with
-``--train-images``) take part; a report of ordinary runs has no such section.
+before deciding how many images to annotate. Only rows with a training-set size (`ResultRow.train_images`, runs made
+with ``--train-images``) take part; a report of ordinary runs has no such section.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import efficiency
 from harness.io import atomic_path
+
+if TYPE_CHECKING:
+    from harness.results import ResultRow
 
 logger = logging.getLogger(__name__)
 
@@ -22,14 +25,14 @@ DPI = 110
 METRICS = (("f1", "F1@0.5"), ("ap", "AP@0.5"))
 
 
-def curves(rows: Sequence[dict[str, Any]], subset: str, gt_mode: str = "overlap"
+def curves(rows: Sequence[ResultRow], subset: str, gt_mode: str = "overlap"
            ) -> dict[str, dict[str, dict[int, efficiency.Spread]]]:
     """``target → model → training size (images) → Spread`` of each metric, as nested dicts keyed by metric.
 
     Returned shape: ``{metric: {target: {model: {n_images: Spread}}}}`` for `METRICS`; fine-tuned rows only.
     """
     out: dict[str, dict[str, dict[str, dict[int, efficiency.Spread]]]] = {m: {} for m, _ in METRICS}
-    agg = efficiency.aggregate((r for r in rows if r.get("train_images") is not None), gt_mode)
+    agg = efficiency.aggregate((r for r in rows if r.train_images is not None), gt_mode)
     for (model, mode, target, row_subset, size), spreads in agg.items():
         if mode != "finetuned" or row_subset != subset:
             continue
@@ -38,14 +41,14 @@ def curves(rows: Sequence[dict[str, Any]], subset: str, gt_mode: str = "overlap"
     return out
 
 
-def zero_shot_levels(rows: Sequence[dict[str, Any]], subset: str, metric: str, gt_mode: str = "overlap"
+def zero_shot_levels(rows: Sequence[ResultRow], subset: str, metric: str, gt_mode: str = "overlap"
                      ) -> dict[tuple[str, str], float]:
     """``(model, target) → score`` of the zero-shot rows of a subset (drawn as horizontal lines)."""
-    return {(r["model"], r["target"]): efficiency.score(r, metric, gt_mode)
-            for r in rows if r.get("mode") == "zero_shot" and r.get("status") == "ok" and r["subset"] == subset}
+    return {(r.model, r.target): efficiency.score(r, metric, gt_mode)
+            for r in rows if r.mode == "zero_shot" and r.status == "ok" and r.subset == subset}
 
 
-def needed_table(rows: Sequence[dict[str, Any]], subset: str, fraction: float = 0.9, gt_mode: str = "overlap"
+def needed_table(rows: Sequence[ResultRow], subset: str, fraction: float = 0.9, gt_mode: str = "overlap"
                  ) -> list[dict[str, Any]]:
     """One row per (model, target): images needed to reach ``fraction`` of the all-images mean F1@0.5."""
     table = []
@@ -59,7 +62,7 @@ def needed_table(rows: Sequence[dict[str, Any]], subset: str, fraction: float = 
     return table
 
 
-def plot(rows: Sequence[dict[str, Any]], subset: str, target: str, out: Path, gt_mode: str = "overlap") -> Path:
+def plot(rows: Sequence[ResultRow], subset: str, target: str, out: Path, gt_mode: str = "overlap") -> Path:
     """Write the label-efficiency PNG of one target on one subset; returns its path."""
     from matplotlib.figure import Figure
 
@@ -93,20 +96,20 @@ def plot(rows: Sequence[dict[str, Any]], subset: str, target: str, out: Path, gt
     return out
 
 
-def targets_with_curves(rows: Sequence[dict[str, Any]], subset: str) -> list[str]:
+def targets_with_curves(rows: Sequence[ResultRow], subset: str) -> list[str]:
     """Targets that have at least one fine-tuned row with a training size on the subset."""
     return sorted(curves(rows, subset)["f1"])
 
 
-def gap_rows(rows: Sequence[dict[str, Any]], gt_mode: str = "overlap") -> list[dict[str, Any]]:
+def gap_rows(rows: Sequence[ResultRow], gt_mode: str = "overlap") -> list[dict[str, Any]]:
     """Every two models fine-tuned on the same target, subset and training size, compared on matched seeds."""
     import itertools
 
     by: dict[tuple[str, str, int], dict[str, dict[int, float]]] = {}
     for r in rows:
-        if r.get("mode") == "finetuned" and r.get("status") == "ok" and r.get("train_images") is not None:
-            by.setdefault((r["target"], r["subset"], int(r["train_images"])), {}).setdefault(
-                r["model"], {})[int(r["seed"])] = efficiency.score(r, "f1", gt_mode)
+        if r.mode == "finetuned" and r.status == "ok" and r.train_images is not None and r.seed is not None:
+            by.setdefault((r.target, r.subset, r.train_images), {}).setdefault(
+                r.model, {})[r.seed] = efficiency.score(r, "f1", gt_mode)
     out = []
     for (target, subset, size), models in sorted(by.items()):
         for a, b in itertools.combinations(sorted(models), 2):
@@ -120,10 +123,10 @@ def gap_rows(rows: Sequence[dict[str, Any]], gt_mode: str = "overlap") -> list[d
     return out
 
 
-def write_section(run_dirs: Sequence[Path], out_dir: Path) -> tuple[list[Path], str]:
+def write_section(rows: Sequence[ResultRow], out_dir: Path) -> tuple[list[Path], str]:
     """The report's label-efficiency files (PNGs, ``label_efficiency.{md,json}``) and its HTML fragment.
 
-    Nothing (``[], ""``) when no run has ``train_images`` rows.
+    Nothing (``[], ""``) when no row has a ``train_images`` size.
     """
     import html
     import json
@@ -132,11 +135,7 @@ def write_section(run_dirs: Sequence[Path], out_dir: Path) -> tuple[list[Path], 
     from harness.io import write_text
     from harness.results import html_table, markdown_table
 
-    rows = []
-    for run_dir in run_dirs:
-        results = json.loads((Path(run_dir) / "results.json").read_text())
-        rows += results.get("rows", []) if isinstance(results, dict) else results
-    subsets = sorted({r["subset"] for r in rows if r.get("train_images") is not None})
+    subsets = sorted({r.subset for r in rows if r.train_images is not None})
     if not subsets:
         return [], ""
     written, parts = [], ["<h2>Label efficiency (fine-tuned, by training-set size)</h2><p class='note'>"

@@ -235,7 +235,7 @@ def generate_report(
     written += write_comparisons(comparisons, notes, out_dir)
     from harness.efficiency_report import write_section
 
-    efficiency_files, efficiency_html = write_section([r.path for r in runs], out_dir)
+    efficiency_files, efficiency_html = write_section(all_rows, out_dir)
     written += efficiency_files
 
     figs = Figures(overlays=[], sheets=[], morphology=[])

@@ -1,20 +1,22 @@
 """The result files of a bench: ``results.json``, ``results.csv`` (flat rows, fractions), ``results.md`` (Tables
-2 and 4) and ``per_image.csv``."""
+2 and 4) and ``per_image.csv``; and `ResultRow`, the one record a row is written as and read back as."""
 
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import io
 import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import rehearsal
+from harness.errors import DataError
 from harness.io import write_json, write_text
 
 logger = logging.getLogger(__name__)
@@ -24,23 +26,131 @@ logger = logging.getLogger(__name__)
 GT_MODES = {"overlap": None, "resolved": "last"}
 
 
-#: The six scores of every row, written (``results.csv``, ``results.md``) and read back (`parse_results`,
+#: The six scores of every row, written (``results.csv``, ``results.md``) and read back (`ResultRow.scores`,
 #: the report's tables) by these names: (column name, IoU threshold, score key in the pooled counts).
 SCORES = (("P@0.5", "0.5", "precision"), ("R@0.5", "0.5", "recall"), ("F1@0.5", "0.5", "f1"),
           ("AP@0.5", "0.5", "ap"), ("AP@0.75", "0.75", "ap"), ("AP@0.9", "0.9", "ap"))
 
 
-def flat_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+# ======================================================================================= the row schema
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One (model, mode, target, subset[, trial]) row of a bench: what the runner writes into ``results.json``
+    (`to_dict`, the keys in this order) and what the report reads back from it (`from_dict`)."""
+
+    model: str
+    mode: str
+    target: str
+    subset: str  # the dataset's ``part/split`` (``spec/test``)
+    status: str  # ``ok``, or ``skipped`` with a reason
+    reason: str = ""
+    init: str = ""  # what the row's model started from (weights, fine-tuning init), in the runner's words
+    profile: str = ""
+    rehearsal: bool = False
+    n_images: int | None = None
+    #: A trial's training seed and training-set size (images): only in runs with --seeds/--train-images.
+    seed: int | None = None
+    train_images: int | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # gt mode -> `harness.evaluate` target block
+    run: str = ""  # the run directory a row was read from (not written)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as ``results.json`` holds it (``seed``/``train_images`` only for a trial's row)."""
+        trial = {"seed": self.seed, "train_images": self.train_images} if self.train_images is not None else {}
+        return {"model": self.model, "mode": self.mode, "target": self.target, "subset": self.subset,
+                "status": self.status, "reason": self.reason, "init": self.init, "profile": self.profile,
+                "rehearsal": self.rehearsal, "n_images": self.n_images, **trial, "metrics": dict(self.metrics)}
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str, run: str = "") -> ResultRow:
+        """A row of ``results.json`` (or of an evaluation file); `where` (file and row) names it in errors."""
+        if not isinstance(raw, Mapping):
+            raise DataError(f"{where}: expected an object with the keys of a result row")
+        missing = [key for key in ("model", "mode", "target", "subset", "status") if key not in raw]
+        if missing:
+            raise DataError(f"{where}: missing key(s) {', '.join(missing)}")
+
+        def number(key: str) -> int | None:
+            return None if raw.get(key) is None else int(raw[key])
+
+        row = cls(model=str(raw["model"]), mode=str(raw["mode"]), target=str(raw["target"]),
+                  subset=str(raw["subset"]), status=str(raw["status"]), reason=str(raw.get("reason") or ""),
+                  init=str(raw.get("init") or ""), profile=str(raw.get("profile") or ""),
+                  rehearsal=bool(raw.get("rehearsal")), n_images=number("n_images"), seed=number("seed"),
+                  train_images=number("train_images"), metrics=raw.get("metrics") or {}, run=run)
+        if row.status == "ok":
+            try:
+                row._pooled  # noqa: B018 - checks every GT mode's scores now, naming the file
+            except DataError as exc:
+                raise DataError(f"{where}: {exc}") from None
+        return row
+
+    @functools.cached_property
+    def _pooled(self) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, tuple[float, float]]]]:
+        scores: dict[str, dict[str, float | None]] = {}
+        ci: dict[str, dict[str, tuple[float, float]]] = {}
+        for name, block in self.metrics.items():
+            if name not in GT_MODES:
+                raise DataError(f"unknown ground-truth mode {name!r}; a bench writes {' or '.join(GT_MODES)}")
+            scores[name], ci[name] = _pooled_scores(block.get("pooled", {}) if isinstance(block, Mapping) else {},
+                                                    name)
+        return scores, ci
+
+    @property
+    def scores(self) -> dict[str, dict[str, float | None]]:
+        """GT mode → `SCORES` column → pooled fraction (an ``ok`` row's; empty for a skipped one)."""
+        return self._pooled[0]
+
+    @property
+    def ci(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """GT mode → `SCORES` column → (low, high) bootstrap interval, where the run computed one."""
+        return self._pooled[1]
+
+    @property
+    def shown_init(self) -> str:
+        """The init as tables show it: a trial's seed and training-set size appended."""
+        trial = f" · seed {self.seed}, {self.train_images} train img" if self.train_images is not None else ""
+        return self.init + trial
+
+    @property
+    def shown_profile(self) -> str:
+        """The profile as the report shows it: a rehearsal's rows say so."""
+        return self.profile + (" (REHEARSAL)" if self.rehearsal else "")
+
+
+def _pooled_scores(pooled: Mapping[str, Any], gt_mode: str
+                   ) -> tuple[dict[str, float | None], dict[str, tuple[float, float]]]:
+    """The `SCORES` columns and their intervals of a metrics ``pooled`` block (fractions)."""
+    scores: dict[str, float | None] = {}
+    ci: dict[str, tuple[float, float]] = {}
+    for column, threshold, key in SCORES:
+        block = pooled.get(threshold)
+        if not isinstance(block, Mapping) or key not in block:
+            raise DataError(f"{gt_mode}: no pooled '{key}' at IoU {threshold}; the row does not have the expected "
+                            "schema (re-run with the current harness)")
+        scores[column] = None if block[key] is None else float(block[key])
+        interval = block["ci"].get(key) if isinstance(block.get("ci"), Mapping) else None
+        if interval is not None:
+            ci[column] = (float(interval[0]), float(interval[1]))
+    return scores, ci
+
+
+# ======================================================================================= a run's files
+
+
+def flat_rows(rows: Sequence[ResultRow]) -> list[dict[str, Any]]:
     """One flat record per result row: identity columns + the six scores for each GT mode (fractions)."""
-    out, trials = [], any("train_images" in row for row in rows)
+    out, trials = [], any(row.train_images is not None for row in rows)
     for row in rows:
-        flat = {k: row[k] for k in ("model", "mode", "target", "subset", "status", "reason", "init", "profile")}
-        flat["rehearsal"] = bool(row.get("rehearsal"))
-        flat["n_images"] = row["n_images"]
+        flat: dict[str, Any] = {"model": row.model, "mode": row.mode, "target": row.target, "subset": row.subset,
+                                "status": row.status, "reason": row.reason, "init": row.init,
+                                "profile": row.profile, "rehearsal": row.rehearsal, "n_images": row.n_images}
         if trials:  # a run with --seeds/--train-images (zero-shot rows: empty)
-            flat["seed"], flat["train_images"] = row.get("seed"), row.get("train_images")
+            flat["seed"], flat["train_images"] = row.seed, row.train_images
         for gt_mode in GT_MODES:
-            pooled = row["metrics"].get(gt_mode, {}).get("pooled", {})
+            pooled = row.metrics.get(gt_mode, {}).get("pooled", {})
             for name, threshold, key in SCORES:
                 flat[f"{gt_mode} {name}"] = pooled.get(threshold, {}).get(key)
         out.append(flat)
@@ -69,12 +179,29 @@ def short_reason(reason: str) -> str:
     return _PATH.sub(r"…/\1", _URL.sub(r"\1", reason))
 
 
-def results_csv(rows: Sequence[dict[str, Any]]) -> str:
+def results_csv(rows: Sequence[ResultRow]) -> str:
     """``results.csv``: flat rows, fractions in [0, 1]."""
     return csv_text(flat_rows(rows))
 
 
-def results_markdown(rows: Sequence[dict[str, Any]], rehearse: int | None = None) -> str:
+def write_result_files(run_dir: Path, header: dict[str, Any], rows: Sequence[ResultRow],
+                       per_image: Sequence[dict[str, Any]], rehearse: int | None, extra_markdown: str = "") -> None:
+    """``results.json`` (`header` + rows), ``results.csv``, ``results.md`` (+ `extra_markdown`), ``per_image.csv``."""
+    write_json(run_dir / "results.json", {**header, "rows": [row.to_dict() for row in rows]})
+    write_text(run_dir / "results.csv", results_csv(rows))
+    write_text(run_dir / "results.md", results_markdown(rows, rehearse=rehearse) + extra_markdown)
+    write_text(run_dir / "per_image.csv", csv_text(per_image))
+
+
+def parse_rows(results: Any, where: Path, run: str = "") -> list[ResultRow]:
+    """The `ResultRow`s of a ``results.json`` (or evaluation file) object; errors name `where` and the row."""
+    raw_rows = results.get("rows") if isinstance(results, Mapping) else None
+    if not isinstance(raw_rows, list):
+        raise DataError(f"{where}: expected an object with a list of 'rows' (as `c6bench bench` writes it)")
+    return [ResultRow.from_dict(raw, f"{where}: row {k}", run) for k, raw in enumerate(raw_rows)]
+
+
+def results_markdown(rows: Sequence[ResultRow], rehearse: int | None = None) -> str:
     """``results.md``: the paper's Table 2 (overlapping GT) and Table 4 (priority-resolved GT), in percent."""
     lines = [rehearsal.banner(rehearse)] if rehearse else []
     for gt_mode, title in (("overlap", "Table 2 — overlapping ground truth"),
@@ -83,26 +210,16 @@ def results_markdown(rows: Sequence[dict[str, Any]], rehearse: int | None = None
                   "| model | mode | target | subset | init | " + " | ".join(c[0] for c in SCORES) + " |",
                   "|---|---|---|---|---|" + "---:|" * len(SCORES)]
         for row in rows:
-            trial = f" · seed {row['seed']}, {row['train_images']} train img" if "train_images" in row else ""
-            head = f"| {row['model']} | {row['mode']} | {row['target']} | {row['subset']} | {row['init']}{trial} |"
-            if row["status"] != "ok":
-                lines.append(head + f" skipped: {short_reason(row['reason'])} |" + " |" * (len(SCORES) - 1))
+            head = f"| {row.model} | {row.mode} | {row.target} | {row.subset} | {row.shown_init} |"
+            if row.status != "ok":
+                lines.append(head + f" skipped: {short_reason(row.reason)} |" + " |" * (len(SCORES) - 1))
                 continue
-            pooled = row["metrics"][gt_mode]["pooled"]
+            pooled = row.metrics[gt_mode]["pooled"]
             lines.append(head + "".join(f" {100 * pooled[t][k]:.1f} |" for _, t, k in SCORES))
         lines.append("")
     lines.append("Scores pooled over images (TP/FP/FN summed per target), AP = TP/(TP+FP+FN) (cellpose-style); "
                  "instances touching the 2-px image frame removed from GT and predictions separately.")
     return "\n".join(lines) + "\n"
-
-
-def write_result_files(run_dir: Path, header: dict[str, Any], rows: Sequence[dict[str, Any]],
-                       per_image: Sequence[dict[str, Any]], rehearse: int | None, extra_markdown: str = "") -> None:
-    """``results.json`` (`header` + rows), ``results.csv``, ``results.md`` (+ `extra_markdown`), ``per_image.csv``."""
-    write_json(run_dir / "results.json", {**header, "rows": list(rows)})
-    write_text(run_dir / "results.csv", results_csv(rows))
-    write_text(run_dir / "results.md", results_markdown(rows, rehearse=rehearse) + extra_markdown)
-    write_text(run_dir / "per_image.csv", csv_text(per_image))
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -148,29 +265,6 @@ TABLE_NUMBER = {"overlap": "table2", "resolved": "table4"}
 ID_COLUMNS = ("model", "mode", "init", "profile", "target", "subset", "n_images", "run")
 
 
-@dataclass(frozen=True)
-class ResultRow:
-    """One (model, mode, target, subset) row of a run as the report reads it back from ``results.json``
-    (`harness.runs.parse_results`): its status and its scores per GT mode (fractions, `SCORES` columns)."""
-
-    run: str
-    model: str
-    mode: str
-    target: str
-    subset: str
-    status: str
-    reason: str
-    init: str
-    profile: str
-    n_images: int | None
-    scores: dict[str, dict[str, float | None]]  # gt mode -> column -> fraction
-    ci: dict[str, dict[str, tuple[float, float]]]  # gt mode -> column -> (low, high) fractions
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return self.mode, self.target, self.subset
-
-
 def pct(value: float | None) -> float | None:
     """A fraction as a percentage with one decimal (the paper's format)."""
     return None if value is None else round(100.0 * float(value), 1)
@@ -182,7 +276,7 @@ def table_rows(rows: Sequence[ResultRow], gt_mode: str) -> list[dict[str, Any]]:
     for r in rows:
         if r.status != "ok" or gt_mode not in r.scores:
             continue
-        row: dict[str, Any] = {"model": r.model, "mode": r.mode, "init": r.init, "profile": r.profile,
+        row: dict[str, Any] = {"model": r.model, "mode": r.mode, "init": r.shown_init, "profile": r.shown_profile,
                                "target": r.target, "subset": r.subset, "n_images": r.n_images, "run": r.run}
         for column, _, _ in SCORES:
             row[column] = pct(r.scores[gt_mode].get(column))

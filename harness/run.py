@@ -34,7 +34,7 @@ from harness.manifest import PACKAGES, git_hash, versions
 from harness.plan import BenchSpec, Plan, Stage, Trial, safe_ref
 from harness.planner import Planner
 from harness.predictions import write_predictions
-from harness.results import GT_MODES, write_result_files
+from harness.results import GT_MODES, ResultRow, parse_rows, write_result_files
 from harness.weights import check as check_weights
 
 logger = logging.getLogger(__name__)
@@ -235,12 +235,12 @@ class Runner(Planner):
                                   self.trial_of(stage)))
         path = (self.run_dir / "evaluations" / stage.mode / unit.name
                 / f"{safe_ref(stage.ref)}{'.' + stage.trial if stage.trial else ''}.json")
-        write_json(path, {"rows": rows, "per_image": per_image})
+        write_json(path, {"rows": [row.to_dict() for row in rows], "per_image": per_image})
         return {"evaluation": path}
 
     def _stage_results(self, stage: Stage) -> dict[str, Path]:
         """Collect every evaluation (and the skipped rows, with reasons) into the result files, in plan order."""
-        rows: list[dict[str, Any]] = []
+        rows: list[ResultRow] = []
         per_image: list[dict[str, Any]] = []
         seconds: dict[str, float] = {}
         imported: dict[str, dict[str, str]] = {}
@@ -258,8 +258,9 @@ class Runner(Planner):
                         rec = self.record(ev)
                         if rec.get("state") != "done":
                             raise ConfigError(f"{ev.id} is not done; run the bench again to resume")
-                        data = json.loads(self.output(rec, "evaluation").read_text())
-                        rows += data["rows"]
+                        path = self.output(rec, "evaluation")
+                        data = json.loads(path.read_text())
+                        rows += parse_rows(data, path)
                         per_image += [{**r, "trial": trial.tag} if tagged else r for r in data["per_image"]]
         for done in self.stages():
             rec = self.record(done)
@@ -275,22 +276,21 @@ class Runner(Planner):
 
     def _row(self, mode: str, target: str, ref: str, status: str, reason: str, init: str,
              metrics: dict[str, Any] | None = None, n_images: int | None = None, trial: Trial | None = None
-             ) -> dict[str, Any]:
-        dims = {}  # a trial's seed and training-set size (images), only in runs with --seeds/--train-images
+             ) -> ResultRow:
+        seed = size = None  # a trial's seed and training-set size (images), only in runs with --seeds/--train-images
         if trial is not None and trial.tag:
-            dims = {"seed": trial.seed, "train_images": len(self.train_subset(trial))}
-        return {"model": self.spec.model, "mode": mode, "target": target, "subset": ref, "status": status,
-                "reason": reason, "init": init, "profile": self.spec.profile, "rehearsal": bool(self.rehearse),
-                "n_images": n_images, **dims,
-                "metrics": metrics or {}}
+            seed, size = trial.seed, len(self.train_subset(trial))
+        return ResultRow(model=self.spec.model, mode=mode, target=target, subset=ref, status=status, reason=reason,
+                         init=init, profile=self.spec.profile, rehearsal=bool(self.rehearse), n_images=n_images,
+                         seed=seed, train_images=size, metrics=metrics or {})
 
-    def _skip(self, mode: str, unit: Unit, reason: str, init: str) -> list[dict[str, Any]]:
+    def _skip(self, mode: str, unit: Unit, reason: str, init: str) -> list[ResultRow]:
         return [self._row(mode, t, ref, "skipped", reason, init)
                 for ref in self.data.evaluate for t in unit.targets if t in self.data.targets_of(ref)]
 
     # ------------------------------------------------------------------ outputs
 
-    def _write_results(self, rows: list[dict[str, Any]], per_image: list[dict[str, Any]],
+    def _write_results(self, rows: list[ResultRow], per_image: list[dict[str, Any]],
                        seconds: dict[str, float], imported: dict[str, dict[str, str]]) -> None:
         env = envs.of(self.cls)
         manifest = {"model": self.spec.model, "profile": self.spec.profile, "device": self.device,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results import GT_MODES, SCORES, ResultRow
+from harness.results import GT_MODES, ResultRow, parse_rows
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def load_run(run_dir: Path) -> Run:
                per_image=per_image)
 
 
-# ---------------------------------------------------------------- the run-file schema (one place to adapt)
+# ---------------------------------------------------------------- the run files (rows: `harness.results.ResultRow`)
 
 
 def _gt_mode_name(name: str) -> str:
@@ -91,57 +91,9 @@ def _gt_mode_name(name: str) -> str:
     raise DataError(f"unknown ground-truth mode {name!r}; a bench writes {' or '.join(GT_MODES)}")
 
 
-def _scores_of(
-    pooled: Mapping[str, Any], where: str
-) -> tuple[dict[str, float | None], dict[str, tuple[float, float]]]:
-    """Columns and intervals of the paper's tables from a metrics ``pooled`` block (fractions)."""
-    from harness.errors import DataError
-
-    scores: dict[str, float | None] = {}
-    ci: dict[str, tuple[float, float]] = {}
-    for column, threshold, key in SCORES:
-        block = pooled.get(threshold)
-        if not isinstance(block, Mapping) or key not in block:
-            raise DataError(f"{where}: no pooled '{key}' at IoU {threshold}; results.json does not have the "
-                            "expected schema (re-run with the current harness)")
-        scores[column] = None if block[key] is None else float(block[key])
-        interval = (block.get("ci") or {}).get(key) if isinstance(block.get("ci"), Mapping) else None
-        if interval is not None:
-            ci[column] = (float(interval[0]), float(interval[1]))
-    return scores, ci
-
-
 def parse_results(results: Any, run_dir: Path) -> list[ResultRow]:
-    """`ResultRow`s of a run's ``results.json``."""
-    from harness.errors import DataError
-
-    where = run_dir / "results.json"
-    raw_rows = results.get("rows") if isinstance(results, Mapping) else results
-    if not isinstance(raw_rows, list):
-        raise DataError(f"{where}: expected a list of rows (or an object with 'rows')")
-    rows = []
-    for k, raw in enumerate(raw_rows):
-        item = f"{where}: row {k}"
-        missing = [key for key in ("model", "mode", "target", "subset", "status") if key not in raw]
-        if missing:
-            raise DataError(f"{item}: missing key(s) {', '.join(missing)}")
-        scores: dict[str, dict[str, float | None]] = {}
-        ci: dict[str, dict[str, tuple[float, float]]] = {}
-        n_images = raw.get("n_images")
-        if raw["status"] == "ok":
-            for name, block in (raw.get("metrics") or {}).items():
-                mode = _gt_mode_name(name)
-                scores[mode], ci[mode] = _scores_of(block.get("pooled", {}), f"{item} ({name})")
-                n_images = n_images if n_images is not None else block.get("n_images")
-        rows.append(ResultRow(
-            run=run_dir.name, model=str(raw["model"]), mode=str(raw["mode"]), target=str(raw["target"]),
-            subset=str(raw["subset"]), status=str(raw["status"]), reason=str(raw.get("reason") or ""),
-            init=str(raw.get("init") or "") + (f" · seed {raw['seed']}, {raw['train_images']} train img"
-                                               if raw.get("train_images") is not None else ""),
-            profile=str(raw.get("profile") or "") + (" (REHEARSAL)" if raw.get("rehearsal") else ""),
-            n_images=None if n_images is None else int(n_images), scores=scores, ci=ci,
-        ))
-    return rows
+    """`ResultRow`s of a run's ``results.json`` (the schema is `ResultRow.from_dict`)."""
+    return parse_rows(results, run_dir / "results.json", run=run_dir.name)
 
 
 def parse_per_image(path: Path) -> dict[tuple[str, str, str, str], dict[str, tuple[int, int, int]]]:

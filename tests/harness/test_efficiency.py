@@ -10,6 +10,7 @@ import pytest
 from harness import efficiency
 from harness.efficiency_report import needed_table, plot
 from harness.errors import ConfigError
+from harness.results import ResultRow
 
 NAMES = [f"img{i:02d}.tif" for i in range(10)]
 
@@ -53,10 +54,10 @@ def test_sizes_parse() -> None:
 
 
 def _row(model: str, f1: float, seed: int, size: int | None, mode: str = "finetuned", ap: float = 0.0,
-         status: str = "ok", target: str = "cells") -> dict:
+         status: str = "ok", target: str = "cells") -> ResultRow:
     pooled = {"0.5": {"f1": f1, "ap": ap, "precision": f1, "recall": f1}}
-    return {"model": model, "mode": mode, "target": target, "subset": "spec/test", "status": status,
-            "seed": seed, "train_images": size, "metrics": {"overlap": {"pooled": pooled}}}
+    return ResultRow(model=model, mode=mode, target=target, subset="spec/test", status=status, seed=seed,
+                     train_images=size, metrics={"overlap": {"pooled": pooled}})
 
 
 def test_aggregate_over_seeds_is_mean_sample_sd_min_max() -> None:

@@ -78,14 +78,13 @@ def make_run(
         metrics[gt_mode] = ev.to_dict()["targets"]["cells"]
         per_image += [{"mode": "zero_shot", "subset": SUBSET, "gt_mode": gt_mode, **r}
                       for r in ev.per_image_rows()]
-    rows = [
-        {"model": model, "mode": "zero_shot", "target": "cells", "subset": SUBSET, "status": "ok",
-         "reason": "",
-         "init": "pretrained", "profile": "quick", "metrics": metrics},
-        {"model": model, "mode": "finetuned", "target": "cells", "subset": SUBSET, "status": "skipped",
-         "reason": "weights cyto3 not found", "init": "", "profile": "quick"},
+    rows = [  # as `harness.run.Runner` writes them
+        results.ResultRow(model=model, mode="zero_shot", target="cells", subset=SUBSET, status="ok",
+                          init="pretrained", profile="quick", n_images=len(gt), metrics=metrics),
+        results.ResultRow(model=model, mode="finetuned", target="cells", subset=SUBSET, status="skipped",
+                          reason="weights cyto3 not found", profile="quick"),
     ]
-    write_json(run / "results.json", {"rows": rows})
+    write_json(run / "results.json", {"rows": [row.to_dict() for row in rows]})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(per_image[0]))
     writer.writeheader()
