@@ -27,13 +27,13 @@ from harness.io import write_text
 from harness.results import (
     GT_TITLES,
     ID_COLUMNS,
-    SCORES,
+    SCORE_COLUMNS,
     TABLE_NUMBER,
     ci_text,
     html_table,
     missing_lines,
+    shown,
     table_rows,
-    with_ci,
     write_table,
 )
 from harness.runs import Run, find_run_dirs, load_run
@@ -144,8 +144,7 @@ figure{margin:1em 0}figcaption{font-size:13px;color:#555}h2{border-bottom:2px so
 
 
 def _html_paper_table(rows: Sequence[dict[str, Any]]) -> str:
-    display = [{**r, **{c: with_ci(r[c], r[f"{c} CI"]) for c, _, _ in SCORES}} for r in rows]
-    return html_table(display, [*ID_COLUMNS, *(c for c, _, _ in SCORES)])
+    return html_table([shown(r) for r in rows], [*ID_COLUMNS, *SCORE_COLUMNS])
 
 
 def _html_figures(items: Sequence[tuple[str, Path]]) -> str:

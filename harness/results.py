@@ -201,37 +201,19 @@ def parse_rows(results: Any, where: Path, run: str = "") -> list[ResultRow]:
     return [ResultRow.from_dict(raw, f"{where}: row {k}", run) for k, raw in enumerate(raw_rows)]
 
 
-def results_markdown(rows: Sequence[ResultRow], rehearse: int | None = None) -> str:
-    """``results.md``: the paper's Table 2 (overlapping GT) and Table 4 (priority-resolved GT), in percent."""
-    lines = [rehearsal.banner(rehearse)] if rehearse else []
-    for gt_mode, title in (("overlap", "Table 2 — overlapping ground truth"),
-                           ("resolved", "Table 4 — priority-resolved ground truth (rule: last)")):
-        lines += [f"### {title}", "",
-                  "| model | mode | target | subset | init | " + " | ".join(c[0] for c in SCORES) + " |",
-                  "|---|---|---|---|---|" + "---:|" * len(SCORES)]
-        for row in rows:
-            head = f"| {row.model} | {row.mode} | {row.target} | {row.subset} | {row.shown_init} |"
-            if row.status != "ok":
-                lines.append(head + f" skipped: {short_reason(row.reason)} |" + " |" * (len(SCORES) - 1))
-                continue
-            pooled = row.metrics[gt_mode]["pooled"]
-            lines.append(head + "".join(f" {100 * pooled[t][k]:.1f} |" for _, t, k in SCORES))
-        lines.append("")
-    lines.append("Scores pooled over images (TP/FP/FN summed per target), AP = TP/(TP+FP+FN) (cellpose-style); "
-                 "instances touching the 2-px image frame removed from GT and predictions separately.")
-    return "\n".join(lines) + "\n"
+# ======================================================================================= table writers
 
 
-# --------------------------------------------------------------------------------------------- reading
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A GitHub-style Markdown table (``-`` for missing cells)."""
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], right: Sequence[str] = (),
+                   blank: str = "-") -> str:
+    """A GitHub-style Markdown table: `blank` for missing cells, the `right` columns right-aligned."""
     def cell(v: Any) -> str:
-        return "-" if v is None or v == "" else str(v).replace("|", "\\|")
+        text = blank if v is None or v == "" else str(v).replace("|", "\\|")
+        return f" {text} |" if text else " |"
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines = ["|" + "".join(cell(c) for c in columns),
+             "|" + "".join("---:|" if c in right else "---|" for c in columns)]
+    lines += ["|" + "".join(cell(r.get(c)) for c in columns) for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -246,8 +228,6 @@ def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
-    import csv
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -256,13 +236,19 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
     return write_text(path, buf.getvalue())
 
 
-# ======================================================================================= tables
+# ======================================================================================= Tables 2 and 4
+# One renderer for both places the paper's tables appear: a run's ``results.md`` (its rows in plan order,
+# skipped rows in place with their reason) and the report's ``table2``/``table4`` (every run's rows sorted,
+# with bootstrap intervals, skipped rows listed below). `table_cells` makes a row's cells, `shown` their text.
 
 #: The titles and file names of the paper's tables, per ground-truth mode (`GT_MODES`).
 GT_TITLES = {"overlap": "Table 2 — overlapping ground truth",
              "resolved": "Table 4 — priority-resolved ground truth"}
 TABLE_NUMBER = {"overlap": "table2", "resolved": "table4"}
 ID_COLUMNS = ("model", "mode", "init", "profile", "target", "subset", "n_images", "run")
+#: The identity columns of a run's own ``results.md`` (one run, one profile).
+RUN_COLUMNS = ("model", "mode", "target", "subset", "init")
+SCORE_COLUMNS = tuple(column for column, _, _ in SCORES)
 
 
 def pct(value: float | None) -> float | None:
@@ -270,19 +256,21 @@ def pct(value: float | None) -> float | None:
     return None if value is None else round(100.0 * float(value), 1)
 
 
+def table_cells(r: ResultRow, gt_mode: str) -> dict[str, Any]:
+    """One row of a paper table: identity columns, percentages and ``[low, high]`` intervals (None: none)."""
+    row: dict[str, Any] = {"model": r.model, "mode": r.mode, "init": r.shown_init, "profile": r.shown_profile,
+                           "target": r.target, "subset": r.subset, "n_images": r.n_images, "run": r.run}
+    scores, intervals = r.scores.get(gt_mode, {}), r.ci.get(gt_mode, {})
+    for column in SCORE_COLUMNS:
+        row[column] = pct(scores.get(column))
+        ci = intervals.get(column)
+        row[f"{column} CI"] = None if ci is None else [pct(ci[0]), pct(ci[1])]
+    return row
+
+
 def table_rows(rows: Sequence[ResultRow], gt_mode: str) -> list[dict[str, Any]]:
-    """Rows of one paper table: identity columns, percentages, and ``[low, high]`` intervals where present."""
-    out = []
-    for r in rows:
-        if r.status != "ok" or gt_mode not in r.scores:
-            continue
-        row: dict[str, Any] = {"model": r.model, "mode": r.mode, "init": r.shown_init, "profile": r.shown_profile,
-                               "target": r.target, "subset": r.subset, "n_images": r.n_images, "run": r.run}
-        for column, _, _ in SCORES:
-            row[column] = pct(r.scores[gt_mode].get(column))
-            ci = r.ci.get(gt_mode, {}).get(column)
-            row[f"{column} CI"] = None if ci is None else [pct(ci[0]), pct(ci[1])]
-        out.append(row)
+    """The report's rows of one paper table (rows with numbers), sorted by target, subset, model, mode."""
+    out = [table_cells(r, gt_mode) for r in rows if r.status == "ok" and gt_mode in r.scores]
     return sorted(out, key=lambda x: (x["target"], x["subset"], x["model"], x["mode"]))
 
 
@@ -296,6 +284,11 @@ def with_ci(value: float | None, ci: list[float] | None) -> str | None:
     return f"{value:.1f}" if ci is None else f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
+def shown(cells: Mapping[str, Any], ci: bool = True) -> dict[str, Any]:
+    """Table cells as text: ``value`` or ``value [low, high]`` (one decimal) in the score columns."""
+    return {**cells, **{c: with_ci(cells[c], cells[f"{c} CI"] if ci else None) for c in SCORE_COLUMNS}}
+
+
 def missing_lines(rows: Sequence[ResultRow]) -> list[str]:
     """One line per row that has no numbers (skipped/failed), with its reason."""
     ordered = sorted(rows, key=lambda x: (x.model, x.mode, x.target, x.subset))
@@ -303,12 +296,28 @@ def missing_lines(rows: Sequence[ResultRow]) -> list[str]:
             + (f" — {r.reason}" if r.reason else "") for r in ordered if r.status != "ok"]
 
 
+def results_markdown(rows: Sequence[ResultRow], rehearse: int | None = None) -> str:
+    """``results.md``: the paper's Table 2 (overlapping GT) and Table 4 (priority-resolved GT), in percent.
+
+    Rows in plan order; a row without numbers says why in its first score cell (the reason shortened).
+    """
+    lines = [rehearsal.banner(rehearse)] if rehearse else []
+    for gt_mode, rule in GT_MODES.items():
+        cells = [shown(table_cells(r, gt_mode), ci=False) if r.status == "ok"
+                 else {**table_cells(r, gt_mode), SCORE_COLUMNS[0]: f"skipped: {short_reason(r.reason)}"}
+                 for r in rows]
+        table = markdown_table(cells, RUN_COLUMNS + SCORE_COLUMNS, right=SCORE_COLUMNS, blank="")
+        lines += [f"### {GT_TITLES[gt_mode]}" + (f" (rule: {rule})" if rule else ""), "", table]
+    lines.append("Scores pooled over images (TP/FP/FN summed per target), AP = TP/(TP+FP+FN) (cellpose-style); "
+                 "instances touching the 2-px image frame removed from GT and predictions separately.")
+    return "\n".join(lines) + "\n"
+
+
 def table_markdown(rows: Sequence[dict[str, Any]], gt_mode: str, missing: Sequence[str]) -> str:
-    """One paper table in Markdown: ``value [95% CI]`` cells, then the missing/skipped rows."""
-    display = [{**r, **{c: with_ci(r[c], r[f"{c} CI"]) for c, _, _ in SCORES}} for r in rows]
-    columns = [c for c in ID_COLUMNS if c != "run"] + [c for c, _, _ in SCORES]
+    """One paper table of the report in Markdown: ``value [95% CI]`` cells, then the missing/skipped rows."""
+    columns = [c for c in ID_COLUMNS if c != "run"] + list(SCORE_COLUMNS)
     text = (f"## {GT_TITLES[gt_mode]}\n\nPercent, pooled over images; [95% bootstrap interval over images] "
-            "where the run computed one.\n\n" + markdown_table(display, columns))
+            "where the run computed one.\n\n" + markdown_table([shown(r) for r in rows], columns))
     listing = "\n\n" + "\n".join(f"- {m}" for m in missing) if missing else " none"
     text += "\nMissing or skipped rows:" + listing
     return text + "\n"
@@ -320,11 +329,11 @@ def write_table(rows: Sequence[ResultRow], gt_mode: str, out_dir: Path, missing:
     trows = table_rows(rows, gt_mode)
     stem = TABLE_NUMBER[gt_mode]
     csv_rows, csv_cols = [], list(ID_COLUMNS)
-    for c, _, _ in SCORES:
+    for c in SCORE_COLUMNS:
         csv_cols += [c, f"{c} lo", f"{c} hi"]
     for r in trows:
         flat = {k: v for k, v in r.items() if not k.endswith(" CI")}
-        for c, _, _ in SCORES:
+        for c in SCORE_COLUMNS:
             ci = r[f"{c} CI"]
             flat[f"{c} lo"], flat[f"{c} hi"] = (ci[0], ci[1]) if ci else (None, None)
         csv_rows.append(flat)
