@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,53 @@ def write_predictions(path: Path, samples: Sequence[Sample], categories: Sequenc
     """Write predicted samples as a COCO instances JSON."""
     write_json(path, to_coco(samples, categories))
     return path
+
+
+@dataclass(frozen=True)
+class PredictionFile:
+    """One predictions JSON of a run and what it predicts, recorded beside it in ``<stem>.models.json``.
+
+    The bench writes ``predictions/<mode>/<unit>/<subset as one path component>[.<trial>].json``; the file
+    name is for people: readers take mode, unit, subset and trial from the record (`record`, written with
+    the file by `harness.run`), never from the name.
+    """
+
+    mode: str
+    target: str  # the unit's name: the target it was trained for, or ``all``
+    subset: str  # the dataset's ``part/split`` (``spec/test``)
+    path: Path
+    trial: str = ""  # a --seeds/--train-images trial (``s1-n4``), else empty
+
+    @property
+    def models_path(self) -> Path:
+        """``<stem>.models.json``: what predicted (weights or checkpoints) and this record."""
+        return models_path(self.path)
+
+    def record(self) -> dict[str, str]:
+        return {"mode": self.mode, "target": self.target, "subset": self.subset, "trial": self.trial}
+
+
+def models_path(predictions: Path) -> Path:
+    """The ``<stem>.models.json`` beside a predictions JSON."""
+    return predictions.with_name(predictions.name.removesuffix(".json") + ".models.json")
+
+
+def prediction_files(run_dir: Path) -> list[PredictionFile]:
+    """Every predictions JSON of a run, with what its ``.models.json`` says it predicts (sorted by path)."""
+    found = []
+    for path in sorted((Path(run_dir) / "predictions").glob("*/*/*.json")):
+        if path.name.endswith(".models.json"):
+            continue
+        models = models_path(path)
+        record = read_json(models, "predictions record") if models.is_file() else {}
+        if not isinstance(record, Mapping) or not all(isinstance(record.get(k), str) for k in ("mode", "target",
+                                                                                             "subset")):
+            raise DataError(f"{models}: does not record which mode, target and subset {path.name} predicts (a run "
+                            "made before the harness recorded them); `c6bench report --no-figures` reads its "
+                            "tables, or run the bench again into a new --out")
+        found.append(PredictionFile(mode=record["mode"], target=record["target"], subset=record["subset"],
+                                    path=path, trial=str(record.get("trial") or "")))
+    return found
 
 
 def label_image(sample: Sample) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 from harness.figures import contact_sheet, overlay_figure, png_data_uri, save_png, zoom_tile
 from harness.images import to_gray, to_uint8
 from harness.io import write_text
+from harness.predictions import prediction_files
 from harness.results import (
     GT_TITLES,
     ID_COLUMNS,
@@ -42,7 +43,6 @@ from harness.stats import (
     SIZE_COLUMNS,
     load_predictions,
     paired_comparisons,
-    prediction_files,
     prediction_morphology_sets,
     slugify,
     target_gt,

@@ -33,7 +33,7 @@ from harness.io import describe_os_error, write_json, write_json_or_overwrite, w
 from harness.manifest import PACKAGES, git_hash, versions
 from harness.plan import BenchSpec, Plan, Stage, Trial, safe_ref
 from harness.planner import Planner
-from harness.predictions import write_predictions
+from harness.predictions import PredictionFile, write_predictions
 from harness.results import GT_MODES, ResultRow, parse_rows, write_result_files
 from harness.weights import check as check_weights
 
@@ -154,7 +154,7 @@ class Runner(Planner):
         """Predict one subset with one unit's model(s): zero-shot weights or the fine-tuned checkpoint(s).
 
         Several (a listed ensemble) are handed to the adapter's `load_ensemble`; what predicted is written
-        to ``<subset>.models.json`` (weights checks, or the checkpoints).
+        to ``<subset>.models.json`` (weights checks, or the checkpoints), with the `PredictionFile` record.
         """
         from tqdm import tqdm
 
@@ -177,13 +177,15 @@ class Runner(Planner):
             adapter.load_ensemble(paths)
         elif stage.mode != "zero_shot":
             adapter.load(paths[0])
-        models = self.run_dir / "predictions" / stage.mode / unit.name / f"{stem}.models.json"
-        write_json(models, {"models": [os.path.relpath(p, self.run_dir) if stage.mode != "zero_shot" else str(p)
+        path = self.run_dir / "predictions" / stage.mode / unit.name / f"{stem}.json"
+        predicts = PredictionFile(mode=stage.mode, target=unit.name, subset=stage.ref, path=path, trial=stage.trial)
+        models = predicts.models_path  # its record says which subset it is: no reader guesses it from the name
+        write_json(models, {**predicts.record(),
+                            "models": [os.path.relpath(p, self.run_dir) if stage.mode != "zero_shot" else str(p)
                                        for p in paths], "ensemble": len(paths) > 1, "weights": used,
                             "versions": adapter.versions(),
                             # how zero-shot weights run, in the adapter's words (appended to the row's init)
                             "run_note": adapter.run_note if stage.mode == "zero_shot" else ""})
-        path = self.run_dir / "predictions" / stage.mode / unit.name / f"{stem}.json"
         predicted, categories = [], list(unit.train_as)
         for sample in tqdm(self.split(stage.ref), desc=f"predict {stage.mode}/{unit.name}/{stage.ref}",
                            unit="image"):

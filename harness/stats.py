@@ -17,6 +17,7 @@ import numpy as np
 
 from harness.figures import morphology_figure, save_png, size_rows
 from harness.io import write_text
+from harness.predictions import prediction_files
 from harness.results import ci_text, markdown_table, pct, write_csv
 from harness.runs import Run, run_label
 from metrics.scores import paired_f1_bootstrap
@@ -92,57 +93,16 @@ def slugify(*parts: str) -> str:
 # ======================================================================================= runs on disk
 
 
-@dataclass(frozen=True)
-class PredictionFile:
-    """One ``predictions/<mode>/<target>/<subset>.json`` of a run."""
-
-    mode: str
-    target: str
-    subset: str
-    path: Path
-    trial: str = ""  # a --seeds/--train-images trial (``s1-n4``), else empty
-
-
-def prediction_files(run_dir: Path) -> list[PredictionFile]:
-    """Every predictions JSON of a run (``<mode>/<unit>/<subset>[.<trial>].json``; a subset written as
-    ``spec/test`` may be a nested folder). ``*.models.json`` (what predicted) are not predictions."""
-    root = Path(run_dir) / "predictions"
-    found = []
-    for path in sorted(root.glob("*/*/**/*.json")):
-        if path.name.endswith(".models.json"):
-            continue
-        mode, target, *subset = path.relative_to(root).with_suffix("").parts
-        last, _, trial = subset[-1].partition(".")
-        found.append(PredictionFile(mode=mode, target=target, subset="/".join([*subset[:-1], last]), path=path,
-                                    trial=trial))
-    return found
-
-
-def subset_ref(cfg: Any, subset: str) -> str:
-    """The dataset's ``part/split`` reference a (possibly slugified) subset name stands for."""
-    refs = [f"{p}/{s}" for p, part in cfg.parts.items() for s in part.splits]
-    if subset in refs:
-        return subset
-    for ref in refs:
-        if slugify(ref) == slugify(subset) or ref.replace("/", "_") == subset:
-            return ref
-    from harness.errors import ConfigError
-
-    raise ConfigError(f"subset {subset!r} is not a split of dataset {cfg.name!r} ({cfg.source}); "
-                      f"splits: {', '.join(refs)}")
-
-
 def target_gt(cfg: Any, subset: str, target: str) -> list[Any]:
-    """Ground-truth samples of a subset restricted to one target (instances renamed to the target)."""
+    """Ground-truth samples of a subset (``part/split``) restricted to one target (instances renamed to it)."""
     from harness.dataset import load_split, select
     from harness.errors import ConfigError
 
-    ref = subset_ref(cfg, subset)
-    targets = cfg.targets_of(ref)
+    targets = cfg.targets_of(subset)  # an undefined split is an error listing those defined
     if target not in targets:
-        raise ConfigError(f"target {target!r} is not defined for {ref} in {cfg.source}; targets: "
+        raise ConfigError(f"target {target!r} is not defined for {subset} in {cfg.source}; targets: "
                           f"{', '.join(targets)}")
-    return select(load_split(cfg, ref), targets[target], target)
+    return select(load_split(cfg, subset), targets[target], target)
 
 
 def load_predictions(path: Path) -> dict[str, Any]:
@@ -162,7 +122,7 @@ def prediction_morphology_sets(cfg: Any, runs: Sequence[Path]) -> list[Morpholog
     found: dict[tuple[str, str], dict[str, list[Shape]]] = {}
     files = [(run, f) for run in runs for f in prediction_files(run) if not f.trial]  # trials: label_efficiency
     for run, pf in tqdm(files, desc="prediction shapes", unit="file"):
-        key = (pf.target, subset_ref(cfg, pf.subset))
+        key = (pf.target, pf.subset)
         if key not in found:
             gt = target_gt(cfg, key[1], key[0])
             found[key] = {"ground truth": shapes(i for s in gt for i in s.instances)}
@@ -186,7 +146,7 @@ def write_stats(
 
     out_dir = Path(out_dir)
     refs = list(splits) if splits else [f"{p}/{s}" for p, part in cfg.parts.items() for s in part.splits]
-    samples = [s for ref in refs for s in load_split(cfg, subset_ref(cfg, ref))]
+    samples = [s for ref in refs for s in load_split(cfg, ref)]
     by_cat = gt_shapes_by_category(samples)
     subset = "+".join(refs)
     sets = [MorphologySet(title=f"{cat} · {cfg.name} {subset} · ground truth", slug=slugify("gt", cat),

@@ -19,6 +19,7 @@ from harness import figures, report, results, runs
 from harness.coco import load_coco
 from harness.errors import DataError
 from harness.io import write_json, write_text
+from harness.predictions import PredictionFile
 from harness.records import Instance
 from metrics import scores
 
@@ -64,10 +65,11 @@ def make_run(
     gt, _ = load_coco(sample_dir / "spec" / "test" / "annotations.coco.json")
     keep = (lambda k: True) if drop_every == 0 else (lambda k: k % drop_every != 0)
     run = root / name
-    pred_dir = run / "predictions" / "zero_shot" / "cells" / "spec"
-    pred_dir.mkdir(parents=True)
-    write_json(pred_dir / "test.json", _rle_annotations(gt, keep))  # run files: written as the harness writes
-    pred, _ = load_coco(pred_dir / "test.json")
+    predicts = PredictionFile(mode="zero_shot", target="cells", subset=SUBSET,
+                              path=run / "predictions" / "zero_shot" / "cells" / "spec_test.json")
+    write_json(predicts.path, _rle_annotations(gt, keep))  # run files: written as the harness writes
+    write_json(predicts.models_path, {**predicts.record(), "models": [], "weights": []})
+    pred, _ = load_coco(predicts.path)
     data = {"name": "sample", "root": str(sample_dir), "config": str(DATASETS / "sample.yaml")}  # as run.py writes
     write_text(run / "config.yaml", yaml.safe_dump({"model": model, "data": data, "profile": "quick"}))
     write_json(run / "manifest.json", {"model": model, "device": "cpu", "git_hash": "abc"})
@@ -246,3 +248,19 @@ def test_report_scores_against_the_data_the_run_read(tmp_path: Path, sample_dir:
     write_text(run / "config.yaml", yaml.safe_dump({"model": "copy", "data": "sample"}))  # no root recorded
     with pytest.raises(DataError, match=r"config.yaml does not say which dataset \(data.config, data.root\)"):
         report.run_dataset(runs.load_run(run))
+
+
+def test_prediction_files_are_read_from_their_record_not_their_name(tmp_path: Path) -> None:
+    """The subset of a predictions file is what its ``.models.json`` records; a run without it is an error
+    naming that file (no guess from ``spec_test`` back to ``spec/test``)."""
+    from harness.predictions import prediction_files
+
+    path = tmp_path / "predictions" / "finetuned" / "cells" / "odd_name.s1-n2.json"
+    pf = PredictionFile(mode="finetuned", target="cells", subset="spec/test", path=path, trial="s1-n2")
+    write_json(path, {"images": [], "annotations": [], "categories": []})
+    write_json(pf.models_path, {"models": [], "weights": []})  # as main wrote it before the record
+    with pytest.raises(DataError, match=r"odd_name.s1-n2.models.json: does not record which mode, target and "
+                                        r"subset odd_name.s1-n2.json predicts"):
+        prediction_files(tmp_path)
+    write_json(pf.models_path, {**pf.record(), "models": [], "weights": []})
+    assert prediction_files(tmp_path) == [pf]
