@@ -168,7 +168,7 @@ def write_html(
 
     run_rows = [{"run": r.path.name, "model": r.model, "rows": len(r.rows),
                  "ok": sum(x.status == "ok" for x in r.rows), "device": r.manifest.get("device"),
-                 "git": str(r.manifest.get("git_hash") or r.manifest.get("git") or "")[:10]} for r in runs]
+                 "git": str(r.manifest.get("git") or "")[:10]} for r in runs]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Glioma C6 benchmark report</title>"
              f"<style>{_CSS}</style></head><body><h1>Glioma C6 benchmark report</h1>"
              f"<p class='note'>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {len(runs)} run(s).</p>",

@@ -72,7 +72,7 @@ def make_run(
     pred, _ = load_coco(predicts.path)
     data = {"name": "sample", "root": str(sample_dir), "config": str(DATASETS / "sample.yaml")}  # as run.py writes
     write_text(run / "config.yaml", yaml.safe_dump({"model": model, "data": data, "profile": "quick"}))
-    write_json(run / "manifest.json", {"model": model, "device": "cpu", "git_hash": "abc"})
+    write_json(run / "manifest.json", {"model": model, "device": "cpu", "git": "abc"})  # as run.py writes it
     metrics, per_image = {}, []
     for gt_mode, rule in _gt_modes():
         ev = evaluate(gt, pred, {"cells": ["cell"]}, {"cells": ["cells"]}, resolve_gt=rule,
@@ -199,6 +199,7 @@ def test_html_is_self_contained(built) -> None:
     page = (out / "report.html").read_text()
     assert "Table 2" in page and "Table 4" in page and "Paired comparison" in page
     assert "Missing or skipped rows" in page and "weights cyto3 not found" in page
+    assert "<td>abc</td>" in page  # the manifest's git hash, under the key run.py writes
     assert page.count("data:image/png;base64,") == summary["figures"]
     assert not re.search(r"src=\"(?!data:)", page)  # nothing loaded from elsewhere
 
