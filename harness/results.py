@@ -89,13 +89,13 @@ class ResultRow:
 
     @functools.cached_property
     def _pooled(self) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, tuple[float, float]]]]:
+        """`scores` and `ci`, read once from `metrics` (the row stays what was written)."""
         scores: dict[str, dict[str, float | None]] = {}
         ci: dict[str, dict[str, tuple[float, float]]] = {}
         for name, block in self.metrics.items():
-            if name not in GT_MODES:
-                raise DataError(f"unknown ground-truth mode {name!r}; a bench writes {' or '.join(GT_MODES)}")
-            scores[name], ci[name] = _pooled_scores(block.get("pooled", {}) if isinstance(block, Mapping) else {},
-                                                    name)
+            mode = gt_mode(name)
+            scores[mode], ci[mode] = _pooled_scores(block.get("pooled", {}) if isinstance(block, Mapping) else {},
+                                                    mode)
         return scores, ci
 
     @property
@@ -118,6 +118,13 @@ class ResultRow:
     def shown_profile(self) -> str:
         """The profile as the report shows it: a rehearsal's rows say so."""
         return self.profile + (" (REHEARSAL)" if self.rehearsal else "")
+
+
+def gt_mode(name: str) -> str:
+    """A ground-truth mode as the bench writes it (`GT_MODES`); anything else is a `DataError`."""
+    if name not in GT_MODES:
+        raise DataError(f"unknown ground-truth mode {name!r}; a bench writes {' or '.join(GT_MODES)}")
+    return name
 
 
 def _pooled_scores(pooled: Mapping[str, Any], gt_mode: str

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results import GT_MODES, ResultRow, parse_rows
+from harness.results import ResultRow, gt_mode, parse_rows
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +82,6 @@ def load_run(run_dir: Path) -> Run:
 # ---------------------------------------------------------------- the run files (rows: `harness.results.ResultRow`)
 
 
-def _gt_mode_name(name: str) -> str:
-    """A ground-truth mode as the bench writes it (`harness.results.GT_MODES`: ``overlap``, ``resolved``)."""
-    if name in GT_MODES:
-        return name
-    from harness.errors import DataError
-
-    raise DataError(f"unknown ground-truth mode {name!r}; a bench writes {' or '.join(GT_MODES)}")
-
-
 def parse_results(results: Any, run_dir: Path) -> list[ResultRow]:
     """`ResultRow`s of a run's ``results.json`` (the schema is `ResultRow.from_dict`)."""
     return parse_rows(results, run_dir / "results.json", run=run_dir.name)
@@ -109,10 +100,14 @@ def parse_per_image(path: Path) -> dict[tuple[str, str, str, str], dict[str, tup
         if not need <= set(reader.fieldnames or ()):
             raise DataError(f"{path}: columns {sorted(need - set(reader.fieldnames or ()))} missing; "
                             f"present: {reader.fieldnames}")
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
             if float(row["threshold"]) != 0.5 or row.get("trial"):
                 continue  # a --seeds/--train-images trial: compared on matched seeds (harness.efficiency_report)
-            key = (row["mode"], row["target"], row["subset"], _gt_mode_name(row["gt_mode"]))
+            try:
+                mode = gt_mode(row["gt_mode"])
+            except DataError as exc:
+                raise DataError(f"{path}: line {line}: {exc}") from None
+            key = (row["mode"], row["target"], row["subset"], mode)
             out.setdefault(key, {})[row["image"]] = (int(row["tp"]), int(row["fp"]), int(row["fn"]))
     return out
 
