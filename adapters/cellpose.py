@@ -1,9 +1,9 @@
 """CellPose 3 (cyto3 / nuclei): one single-class model per target, fine-tuned with ``train_seg``.
 
 As in the paper, every target (cells, type A, type B, soma) is its own model: the harness hands over
-samples already filtered to one target. CellPose learns from non-overlapping label maps, so the
-overlapping Glioma C6 annotations are flattened with the shared priority rule (`harness.convert.label_map`,
-rule ``label_rule``) — the same code the metrics' non-overlap mode uses. What this adapter shares with
+samples already filtered to one target. CellPose learns from non-overlapping label maps, so the harness
+flattens the overlapping Glioma C6 annotations first (`harness.flatten`, the config's ``label_maps``: the same
+priority rule the metrics' non-overlap mode uses) and the adapter only paints them. What this adapter shares with
 Cellpose-SAM (offline import, training arrays, ``train_seg``, ``eval``, scores) is
 `adapters._upstream.cellpose_common`; the network files' checks and diameters are
 `adapters._upstream.cellpose_files`.
@@ -55,7 +55,7 @@ class CellposeAdapter(CellposeBase):
     predict_params = frozenset({"diameter", "flow_threshold", "cellprob_threshold", "min_size", "batch_size",
                                 "augment", "tile_overlap"})
     limits = {"diameter": "> 0", "tile_overlap": "in [0, 1)", "batch_size": ">= 1", "min_size": ">= 0",
-              "min_pixels": ">= 0", "epochs": ">= 2", "learning_rate": "> 0", "weight_decay": ">= 0",
+              "epochs": ">= 2", "learning_rate": "> 0", "weight_decay": ">= 0",
               "nimg_per_epoch": ">= 1", "bsize": ">= 16 and multiple of 16", "scale_range": ">= 0",
               "min_train_masks": ">= 0", "save_every": ">= 1"}
     weights = (CYTO3, NUCLEI)
@@ -71,8 +71,6 @@ class CellposeAdapter(CellposeBase):
         batch_size: int = 8,
         augment: bool = False,
         tile_overlap: float = 0.1,
-        label_rule: str = "last",
-        min_pixels: int = 10,
     ) -> None:
         """Args (the schema of ``params`` in ``configs/models/cellpose.yaml``):
         weights: ``cyto3``, ``nuclei``, a cellpose file, or None (random init).
@@ -83,14 +81,11 @@ class CellposeAdapter(CellposeBase):
         flow_threshold, cellprob_threshold, min_size: cellpose's mask post-processing (``eval``).
         batch_size: 224-px tiles per network batch at prediction.
         augment, tile_overlap: cellpose's test-time flip augmentation and tile overlap.
-        label_rule, min_pixels: how overlapping annotations are flattened for training
-            (`harness.convert.label_map`).
         """
         super().__init__(weights=weights, device=device)
         self.set_common(diameter=diameter, flow_threshold=flow_threshold,
                         cellprob_threshold=cellprob_threshold, min_size=min_size, batch_size=batch_size,
-                        augment=augment, tile_overlap=tile_overlap, label_rule=label_rule,
-                        min_pixels=min_pixels)
+                        augment=augment, tile_overlap=tile_overlap)
         self._file_diameters: dict[str, Any] = {}
         if self.weights_path is not None:  # resolved and checked by TorchAdapter
             self._use_file(self.weights_path)

@@ -7,8 +7,8 @@ cyto3, and both are the import name ``cellpose``: this adapter declares ``requir
 environment (`harness.envs`: cellpose 4.2.1.1 layered in front of the project's torch/numpy, prepared by
 ``c6bench env prepare cellpose_sam``), while the ``cellpose`` adapter keeps cellpose 3 in the project's.
 
-As for cyto3, one single-class model per target, trained on priority-resolved label maps
-(`harness.convert.label_map`); prediction at full resolution (``diameter`` None: no rescaling), scores = mean
+As for cyto3, one single-class model per target, trained on the label maps of samples the harness
+has flattened (`harness.flatten`); prediction at full resolution (``diameter`` None: no rescaling), scores = mean
 cell probability. Fine-tuning follows the authors' recommendation (cellpose 4 ``docs/train.rst``: AdamW,
 learning rate 1e-5, weight decay 0.1, 100 epochs, batch 1, 256-px crops; ``train_seg``'s defaults). The
 network is built by `adapters._upstream.cpsam`: the released ViT-L from a file, or random init of the encoder
@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from adapters import register
-from adapters._upstream.cellpose_common import LABEL_RULES, CellposeBase, import_cellpose
+from adapters._upstream.cellpose_common import CellposeBase, import_cellpose
 from adapters.base import WeightSpec
 from harness.errors import ConfigError
 
@@ -63,8 +63,8 @@ class CellposeSAMAdapter(CellposeBase):
     predict_params = frozenset({"diameter", "flow_threshold", "cellprob_threshold", "min_size",
                                 "max_size_fraction", "batch_size", "augment", "tile_overlap"})
     limits = {"diameter": "> 0", "tile_overlap": "in [0, 1)", "max_size_fraction": "in (0, 1]",
-              "batch_size": ">= 1", "min_size": ">= 0", "min_pixels": ">= 0",
-              "scratch_encoder": ("vit_l", "small", "tiny"), "label_rule": LABEL_RULES, "epochs": ">= 2",
+              "batch_size": ">= 1", "min_size": ">= 0",
+              "scratch_encoder": ("vit_l", "small", "tiny"), "epochs": ">= 2",
               "learning_rate": "> 0", "weight_decay": ">= 0", "nimg_per_epoch": ">= 1", "scale_range": ">= 0",
               "min_train_masks": ">= 0", "save_every": ">= 1"}
 
@@ -82,8 +82,6 @@ class CellposeSAMAdapter(CellposeBase):
         tile_overlap: float = 0.1,
         bfloat16: bool | None = None,
         scratch_encoder: str = "vit_l",
-        label_rule: str = "last",
-        min_pixels: int = 10,
     ) -> None:
         """Args (the schema of ``params`` in ``configs/models/cellpose_sam.yaml``):
         weights: ``cpsam``, ``cpsam_v2``, a Cellpose-SAM file, or None (random init of `scratch_encoder`).
@@ -97,15 +95,13 @@ class CellposeSAMAdapter(CellposeBase):
         scratch_encoder: the encoder built for random init (`adapters._upstream.cpsam.ENCODERS`): ``vit_l``
             (the released size), ``small`` (4 blocks, width 256: CPU minutes) or ``tiny`` (1 block, width 64).
             A weights file always brings its own size (read from its tensor shapes).
-        label_rule, min_pixels: how overlapping annotations are flattened for training.
         """
         from adapters._upstream.cpsam import ENCODERS
 
         super().__init__(weights=weights, device=device)
         self.set_common(diameter=diameter, flow_threshold=flow_threshold,
                         cellprob_threshold=cellprob_threshold, min_size=min_size, batch_size=batch_size,
-                        augment=augment, tile_overlap=tile_overlap, label_rule=label_rule,
-                        min_pixels=min_pixels)
+                        augment=augment, tile_overlap=tile_overlap)
         if scratch_encoder not in ENCODERS:
             raise ConfigError(f"model 'cellpose_sam': scratch_encoder {scratch_encoder!r} is not one of "
                               f"{', '.join(ENCODERS)}")

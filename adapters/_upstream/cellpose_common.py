@@ -1,8 +1,8 @@
 """What the cellpose 3 (``cellpose``: cyto3) and Cellpose-SAM (``cellpose_sam``: cellpose 4) adapters share.
 
 Both models are cellpose models: flows + cell probability → label map, trained by cellpose's own ``train_seg``
-on priority-resolved label maps, one single-class model per target (the harness hands over samples already
-filtered to one target). `CellposeBase` holds what the two adapters do the same way; each adapter file keeps
+on label maps of samples the harness has flattened (`harness.flatten`), one single-class model per target (the
+harness hands over samples already filtered to one target). `CellposeBase` holds what the two adapters do the same way; each adapter file keeps
 only what differs (its weights, how its network is built and loaded, its ``train_seg``/``eval`` options).
 cellpose is imported inside functions only, so this module loads under either cellpose version.
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LABEL_RULES = ("last", "first", "smallest")
 CATEGORY = "cell"
 
 
@@ -107,23 +106,19 @@ class CellposeBase(TorchAdapter):
     packages = ("cellpose", "torch")
 
     def set_common(self, *, diameter: float | None, flow_threshold: float, cellprob_threshold: float,
-                   min_size: int, batch_size: int, augment: bool, tile_overlap: float, label_rule: str,
-                   min_pixels: int) -> None:
-        """Check and keep the post-processing / flattening params both cellpose adapters take."""
+                   min_size: int, batch_size: int, augment: bool, tile_overlap: float) -> None:
+        """Check and keep the post-processing params both cellpose adapters take."""
         name = f"model '{self.name}'"
-        if label_rule not in LABEL_RULES:
-            raise ConfigError(f"{name}: label_rule {label_rule!r} is not one of {', '.join(LABEL_RULES)}")
         if diameter is not None and not diameter > 0:
             raise ConfigError(f"{name}: diameter must be > 0 pixels or null, got {diameter!r}")
         if not 0.0 <= tile_overlap < 1.0:
             raise ConfigError(f"{name}: tile_overlap must be in [0, 1), got {tile_overlap!r}")
-        if batch_size < 1 or min_size < 0 or min_pixels < 0:
-            raise ConfigError(f"{name}: batch_size must be >= 1, min_size and min_pixels >= 0")
+        if batch_size < 1 or min_size < 0:
+            raise ConfigError(f"{name}: batch_size must be >= 1 and min_size >= 0")
         self.diameter = diameter
         self.flow_threshold, self.cellprob_threshold = float(flow_threshold), float(cellprob_threshold)
         self.min_size, self.batch_size = int(min_size), int(batch_size)
         self.augment, self.tile_overlap = bool(augment), float(tile_overlap)
-        self.label_rule, self.min_pixels = label_rule, int(min_pixels)
         self._model: Any = None
 
     def model(self) -> Any:
@@ -194,24 +189,24 @@ class CellposeBase(TorchAdapter):
     def _training_arrays(
         self, samples: Sequence[Sample], what: str, min_masks: int, required: bool = True
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Float32 grayscale images and priority-resolved 2-D int32 label maps (train_seg normalises)."""
+        """Float32 grayscale images and 2-D int32 label maps of the flattened samples (train_seg normalises).
+
+        The harness has flattened the overlaps (`harness.flatten`, the config's ``label_maps``); the samples are
+        only painted here, each into a fresh array (``labels_to_flows`` renumbers in place).
+        """
         from tqdm import tqdm
 
-        from harness.convert import label_map
         from harness.data import to_gray
+        from harness.flatten import label_image
 
         images, labels, skipped = [], [], []
         least = max(min_masks, 1)
         for sample in tqdm(samples, desc=f"{self.name} {what} label maps", unit="img"):
-            labels_k, resolution = label_map(sample, rule=self.label_rule, min_pixels=self.min_pixels)
-            if resolution.dropped:
-                logger.info("%s: %d instance(s) dropped while flattening overlaps (rule %s)", sample.name,
-                            len(resolution.dropped), self.label_rule)
-            if len(resolution.instances) < least:
-                skipped.append(f"{sample.name} ({len(resolution.instances)})")
+            if len(sample.instances) < least:
+                skipped.append(f"{sample.name} ({len(sample.instances)})")
                 continue
             images.append(to_gray(sample.load_image()).astype("float32", copy=False))
-            labels.append(labels_k.astype("int32", copy=True))
+            labels.append(label_image(sample))
         if skipped:
             logger.warning("%s %s: %d of %d image(s) with fewer than %d instance(s) left out: %s", self.name,
                            what, len(skipped), len(samples), least, ", ".join(skipped))

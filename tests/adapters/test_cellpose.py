@@ -14,7 +14,8 @@ import pytest
 
 from adapters.base import Adapter
 from harness.data import Instance, Sample, load_coco
-from harness.errors import ConfigError, MissingWeightsError, NetworkDisabledError
+from harness.errors import ConfigError, DataError, MissingWeightsError, NetworkDisabledError
+from harness.flatten import flatten
 
 pytest.importorskip("cellpose")
 
@@ -92,8 +93,8 @@ def test_registered_with_its_traits_and_weights() -> None:
         cls.build({"flow_treshold": 0.4})
     with pytest.raises(ConfigError, match="unknown key.*n_epochs.*allowed: epochs"):
         cls.check_schedule({"n_epochs": 3})
-    with pytest.raises(ConfigError, match="label_rule 'largest'"):
-        cls.build({"label_rule": "largest"})
+    with pytest.raises(ConfigError, match=r"unknown key.*label_rule"):  # the harness flattens (config label_maps)
+        cls.build({"label_rule": "last"})
 
 
 def test_train_predict_load_round_trip(train_sample: Sample, tmp_path: Path) -> None:
@@ -101,6 +102,7 @@ def test_train_predict_load_round_trip(train_sample: Sample, tmp_path: Path) -> 
 
     train = crop_sample(train_sample, CROP, tmp_path / "train" / "a.tif")
     val = crop_sample(train_sample, (slice(500, 628), slice(500, 628)), tmp_path / "val" / "b.tif")
+    (train,), (val,) = flatten([train], "last", 10, "train"), flatten([val], "last", 10, "valid")  # as the harness
     assert len(train.instances) >= 5 and len(val.instances) >= 1
     adapter: Adapter = adapters.get("cellpose").build({"cellprob_threshold": -1.0, "flow_threshold": 0.0},
                                                       weights=None, device="cpu")
@@ -120,6 +122,33 @@ def test_train_predict_load_round_trip(train_sample: Sample, tmp_path: Path) -> 
     assert signature(fresh.predict(image)) == signature(first)
     # training moved the network: the trained diameter is the mean training diameter, not the init's 30 px
     assert float(fresh.model().diam_labels) != 30.0
+
+
+def test_training_label_maps_paint_the_flattened_samples(train_sample: Sample, tmp_path: Path) -> None:
+    """The harness's flattened samples, painted: exactly the label map the shared rule gives (numbering too);
+    an image with fewer than min_train_masks instances is left out; overlaps left in are an error, not re-settled."""
+    from adapters.cellpose import CellposeAdapter
+    from harness.convert import label_map
+
+    crop = crop_sample(train_sample, CROP, tmp_path / "a.tif")
+    first = crop.instances[0]  # a copy of it painted last hides it (rule last): every later label moves down one
+    crop = crop.with_instances([*crop.instances, Instance.from_mask("cells", *first.bbox[:2], first.crop, crop.height,
+                                                                    crop.width, order=len(crop.instances))])
+    few = crop_sample(train_sample, (slice(0, 40), slice(0, 40)), tmp_path / "few.tif")
+    flat = flatten([crop, few], "last", 10, "train")
+    expected, resolution = label_map(crop, "last", 10)
+    assert [d["reason"] for d in resolution.dropped if d["order"] == 0] == ["hidden: fully covered by other "
+                                                                           "instances (rule last)"]
+    least = len(flat[1].instances) + 1
+    assert len(flat[0].instances) == len(resolution.instances) >= least
+    adapter = CellposeAdapter(device="cpu")
+    images, labels = adapter._training_arrays(flat, "train", least)
+    assert len(images) == len(labels) == 1 and images[0].dtype == np.float32
+    assert labels[0].dtype == np.int32 and np.array_equal(labels[0], expected)
+    y0, x0, y1, x1 = first.bbox
+    assert (labels[0][y0:y1, x0:x1][first.crop] == len(resolution.instances)).all()  # the copy: the last label
+    with pytest.raises(DataError, match="overlap; flatten the samples first"):
+        adapter._training_arrays([crop], "train", 1)
 
 
 def test_zero_shot_through_the_real_loading_path(train_sample: Sample, own_weights_cache: Path) -> None:

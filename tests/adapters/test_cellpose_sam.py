@@ -16,6 +16,7 @@ import pytest
 from adapters.cellpose_sam import CELLPOSE_VERSION, CellposeSAMAdapter
 from harness.data import Instance, Sample, load_coco
 from harness.errors import ConfigError, NetworkDisabledError
+from harness.flatten import flatten
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 in_env = pytest.mark.env("cellpose_sam")
@@ -88,8 +89,8 @@ def test_rehearsal_schedule_counts_steps_as_train_seg_does() -> None:
 def test_bad_params_fail_before_any_work() -> None:
     with pytest.raises(ConfigError, match=r"scratch_encoder 'vit_h' is not one of vit_l, small, tiny"):
         CellposeSAMAdapter(scratch_encoder="vit_h")
-    with pytest.raises(ConfigError, match=r"label_rule 'largest' is not one of last, first, smallest"):
-        CellposeSAMAdapter(label_rule="largest")
+    with pytest.raises(ConfigError, match=r"unknown key.*min_pixels"):  # the harness flattens (config label_maps)
+        CellposeSAMAdapter.build({"min_pixels": 10})
     with pytest.raises(ConfigError, match=r"diameter must be > 0"):
         CellposeSAMAdapter(diameter=0)
 
@@ -124,6 +125,7 @@ def test_train_predict_and_load_round_trip(crop: Sample, tmp_path: Path) -> None
     torch.manual_seed(0)
     adapter = CellposeSAMAdapter(weights=None, device="cpu", scratch_encoder="tiny", **LOOSE)
     assert sum(p.numel() for p in adapter.model().net.parameters()) == 829_442
+    crop = flatten([crop], "last", 10, "train")[0]  # what the harness hands a needs_label_maps model
     checkpoint = adapter.train([crop], [crop], tmp_path / "work", epochs=2, learning_rate=1e-3, batch_size=1,
                                min_train_masks=1)
     assert checkpoint == tmp_path / "work" / "models" / "cellpose_sam_finetuned" and checkpoint.is_file()
