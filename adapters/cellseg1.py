@@ -43,7 +43,7 @@ class CellSeg1Adapter(TorchAdapter):
     needs_label_maps = True
     packages = ("segment-anything", "torch")
     limits = {"image_size": ">= 16 and multiple of 16", "lora_rank": ">= 1", "lora_dropout": "in [0, 1)",
-              "points_per_side": ">= 1", "points_per_batch": ">= 1", "crop_n_layers": ">= 0", "min_pixels": ">= 0",
+              "points_per_side": ">= 1", "points_per_batch": ">= 1", "crop_n_layers": ">= 0",
               "epochs": ">= 1", "learning_rate": "> 0", "batch_size": ">= 1", "grad_accumulation": ">= 1",
               "duplicate_data": ">= 1", "threshold_grid": "non-empty and in [0, 1]",
               "crop_layers_grid": "non-empty and >= 0", "balanced_fraction": "in [0, 1]", "max_steps": ">= 1"}
@@ -56,7 +56,7 @@ class CellSeg1Adapter(TorchAdapter):
         points_per_batch: int = 64, crop_n_layers: int | None = None, crop_overlap_ratio: float = 512 / 1500,
         pred_iou_thresh: float | None = None, stability_score_thresh: float = 0.6,
         stability_score_offset: float = 0.8, mask_nms_thresh: float = 0.05, max_mask_region_area_ratio: float = 0.1,
-        min_mask_region_area: int = 20, label_rule: str = "last", min_pixels: int = 10,
+        min_mask_region_area: int = 20,
     ) -> None:
         """Args (beyond the harness's `weights`/`device`):
         variant: vit_b / vit_l / vit_h (SAM weights) or small / tiny (random init only, CPU profiles, tests).
@@ -71,7 +71,6 @@ class CellSeg1Adapter(TorchAdapter):
         crop_n_layers, pred_iou_thresh: crop layers of the point grid and the predicted-IoU cut; None =
             picked on the validation split by `train` (`select`; CellSeg1's 1 and 0.8 before).
         points_per_side … min_mask_region_area: the generator's settings (`amg.GeneratorSettings`).
-        label_rule, min_pixels: how overlapping annotations are flattened for training.
         """
         check_variants(variant, scratch_variant, weights)
         if train_scope not in ("auto", "lora", "all"):
@@ -93,7 +92,7 @@ class CellSeg1Adapter(TorchAdapter):
                                          mask_nms_thresh, max_mask_region_area_ratio, min_mask_region_area)
         self.crop_n_layers, self.pred_iou_thresh = crop_n_layers, pred_iou_thresh
         self.calibrated: dict[str, Any] = {}
-        self.label_rule, self.min_pixels, self.category = label_rule, min_pixels, "cell"
+        self.category = "cell"
         self.base_weights: str | None = str(weights) if weights is not None else None
         self.lora_checkpoint, self.lora_path = lora_checkpoint, resolve_lora(lora_checkpoint, self.weights_path)
         self._model: nn.Module | None = None

@@ -180,7 +180,7 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
     if merge_iou is not None and (isinstance(merge_iou, bool) or not isinstance(merge_iou, (int, float))
                                   or not 0.0 < merge_iou <= 1.0):
         raise ConfigError(f"{path}: evaluate.merge_iou must be an IoU in (0, 1] or null, got {merge_iou!r}")
-    rule, min_pixels = _label_maps(cls, raw, prof, params, f"{path}", profile)
+    rule, min_pixels = _label_maps(cls, raw, prof, f"{path}", profile)
     classes = prof.get("classes", raw.get("classes"))
     if classes is not None and (not isinstance(classes, list) or not classes
                                 or not all(isinstance(c, str) for c in classes) or len(set(classes)) < len(classes)):
@@ -204,13 +204,9 @@ def load_model_config(model: str, profile: str = "quick", path: Path | str | Non
     )
 
 
-def _label_maps(cls: Any, raw: dict[str, Any], prof: dict[str, Any], params: dict[str, Any], path: str,
-                profile: str) -> tuple[str, int]:
-    """``(rule, min_pixels)`` of the ``label_maps`` block (profile over top level); only for needs_label_maps.
-
-    An adapter that still takes ``label_rule`` / ``min_pixels`` as params gives its values as the defaults, so the
-    harness flattens by the rule the adapter names.
-    """
+def _label_maps(cls: Any, raw: dict[str, Any], prof: dict[str, Any], path: str, profile: str) -> tuple[str, int]:
+    """``(rule, min_pixels)`` of the ``label_maps`` block (profile over top level, defaults last / 10); only for
+    needs_label_maps."""
     from harness.convert import RULES
 
     block = {**_check(raw.get("label_maps"), _LABEL_MAPS, f"{path}: label_maps"),
@@ -218,8 +214,7 @@ def _label_maps(cls: Any, raw: dict[str, Any], prof: dict[str, Any], params: dic
     if block and not cls.needs_label_maps:
         raise ConfigError(f"{path}: label_maps is read only for models that train on label maps (needs_label_maps); "
                           f"model '{cls.name}' trains on the overlapping instances: remove it")
-    rule, min_pixels = block.get("rule", params.get("label_rule", "last")), block.get("min_pixels",
-                                                                                       params.get("min_pixels", 10))
+    rule, min_pixels = block.get("rule", "last"), block.get("min_pixels", 10)
     if rule not in RULES:
         raise ConfigError(f"{path}: label_maps.rule must be one of {', '.join(RULES)}, got {rule!r}")
     if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or min_pixels < 0:

@@ -70,14 +70,17 @@ def cut_tiles(image: np.ndarray, labels: np.ndarray, tile: int) -> list[tuple[np
             for y in tile_starts(h, tile) for x in tile_starts(w, tile)]
 
 
-def make_tiles(samples: Sequence[Sample], resize_size: int, tile_size: int, label_rule: str,
-               min_pixels: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Squash each image (and its priority-resolved label map, nearest) to resize_size², cut every tile."""
-    from harness.convert import label_map
+def make_tiles(samples: Sequence[Sample], resize_size: int, tile_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Squash each image (and its label map, nearest) to resize_size², cut every tile.
+
+    The samples are flattened by the harness (`harness.flatten`, the config's ``label_maps``); they are only
+    painted here, so an overlap left in is an error rather than a second rule.
+    """
+    from harness.flatten import label_image
 
     tiles = []
     for s in samples:
-        labels, _ = label_map(s, rule=label_rule, min_pixels=min_pixels)
+        labels = label_image(s)
         image, labels = squash(to_rgb_float(s.load_image()), labels, resize_size)
         tiles += cut_tiles(image, labels, tile_size)
     return tiles

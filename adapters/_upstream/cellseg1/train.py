@@ -95,7 +95,7 @@ def fit(adapter: Any, train_samples: Sequence[Sample], val_samples: Sequence[Sam
     cats = {i.category for s in train_samples for i in s.instances}
     adapter.category = sorted(cats)[0] if len(cats) == 1 else adapter.category
     rng = adapter.seed_everything()
-    tiles = tiling.make_tiles(train_samples, resize_size, tile_size, adapter.label_rule, adapter.min_pixels)
+    tiles = tiling.make_tiles(train_samples, resize_size, tile_size)
     if not any(lab.any() for _, lab in tiles):
         raise DataError("cellseg1: the training samples have no annotated cells")
     plan = tiling.EpochPlan(tiling.dataset_size(len(tiles), duplicate_data), batch_size, grad_accumulation)
