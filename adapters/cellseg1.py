@@ -3,9 +3,10 @@
 A rebuild of CellSeg1 (Zhou, Du, Xu 2024, arXiv 2412.01410; code hotaru1227/cellseg1 @ db3b336) on the PyPI
 ``segment-anything`` 1.0 package, because the authors' code hard-codes CUDA and vendors a modified SAM (see
 shared/reference/models.md, C). The pieces, one module each in `adapters._upstream.cellseg1`: ``sam`` (SAM at
-512 px + LoRA), ``tiles``, ``augment``, ``prompts``, ``loss``, ``train`` (the recipe), ``amg`` + ``nms`` (the
-generator), ``select`` (crop layers + cut picked on validation), ``checkpoint``, ``plain_sam`` (``generator:
-sam``, the paper's zero-shot baseline), ``released`` (the authors' LoRA files); each names its deviations.
+512 px + LoRA), ``network`` (base + LoRA + a released LoRA), ``tiles``, ``augment``, ``prompts``, ``loss``,
+``train`` (the recipe), ``amg`` + ``nms`` (the generator), ``select`` (crop layers + cut picked on validation),
+``checkpoint``, ``plain_sam`` (``generator: sam``, the paper's zero-shot baseline), ``released`` (the authors'
+LoRA files); each names its deviations.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from adapters._upstream.cellseg1 import amg, nms, plain_sam, select
 from adapters._upstream.cellseg1 import checkpoint as checkpoints
 from adapters._upstream.cellseg1 import tiles as tiling
 from adapters._upstream.cellseg1 import train as training
+from adapters._upstream.cellseg1.network import build_lora_sam
 from adapters._upstream.cellseg1.released import released_specs, resolve_lora
-from adapters._upstream.cellseg1.sam import build_lora_sam, check_variants, sam_specs
+from adapters._upstream.cellseg1.sam import check_variants, sam_specs
 from adapters.torch_base import TorchAdapter
 from harness.errors import ConfigError
 
@@ -121,7 +123,7 @@ class CellSeg1Adapter(TorchAdapter):
     @property
     def model(self) -> nn.Module:
         """Built on first use from `weights_path` (+ `lora_path`): plain SAM for ``generator: sam``, else the
-        LoRA SAM (`sam.build_lora_sam`; a random base from a fixed seed, checked by its fingerprint)."""
+        LoRA SAM (`network.build_lora_sam`; a random base from a fixed seed, checked by its fingerprint)."""
         if self._model is None and self.generator == "sam":
             self._model = plain_sam.build_plain_sam(self.variant, self.weights_path, self.device)
         elif self._model is None:

@@ -23,10 +23,6 @@ MAX_LINES = 400
 RUNNER = {"harness.plan", "harness.planner", "harness.run", "harness.launch_local", "harness.launch_slurm",
           "harness.status"}
 REPORT = {"harness.report", "harness.figures", "harness.stats", "harness.results"}
-#: Cycles found and not yet removed, each as its sorted modules (the test fails when one goes: drop it here).
-#: cellseg1's `sam.build_lora_sam` imports `released.load_released_lora` (in the function) while `released`
-#: imports `sam`'s variant tables: the released-LoRA loading belongs to one side (adapters, issue 16, ra2).
-KNOWN_CYCLES = {("adapters._upstream.cellseg1.released", "adapters._upstream.cellseg1.sam")}
 #: The data layer: records, masks, COCO, files. It imports no runner, launcher, report, adapter or metric.
 DATA = ("harness.records", "harness.masks", "harness.coco", "harness.io", "harness.digest", "harness.images",
         "harness.errors")
@@ -169,12 +165,9 @@ def test_the_graph_reader_sees_module_and_function_level_imports() -> None:
 
 
 def test_no_import_cycle() -> None:
+    """None at all, module- or function-level, in harness, metrics or adapters."""
     found = cycles(graph())
-    new = [c for c in found if tuple(sorted(set(c))) not in KNOWN_CYCLES]
-    assert not new, "import cycles:\n" + "\n".join(" → ".join(c) for c in new)
-    gone = KNOWN_CYCLES - {tuple(sorted(set(c))) for c in found}
-    assert not gone, f"no longer a cycle, remove from KNOWN_CYCLES: {sorted(gone)}"
-    assert not [c for c in found if c[0].startswith(("harness", "metrics"))]  # none at all in harness/metrics
+    assert not found, "import cycles:\n" + "\n".join(" → ".join(c) for c in found)
 
 
 def test_metrics_import_neither_harness_nor_adapters() -> None:

@@ -23,8 +23,6 @@ from adapters.base import WeightSpec
 from harness.errors import ConfigError, MissingWeightsError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import numpy as np
     import torch
     from torch import nn
@@ -217,31 +215,6 @@ def fingerprint(model: nn.Module) -> float:
     keys = ("image_encoder.patch_embed.proj.weight", "mask_decoder.iou_token.weight")
     state = model.state_dict()
     return float(sum(state[k].double().sum().item() for k in keys))
-
-
-def build_lora_sam(variant: str, image_size: int, sam_path: Path | None, lora_rank: int, lora_dropout: float,
-                   lora_path: Path | None, train_scope: str, device: str) -> tuple[nn.Module, float]:
-    """Base SAM (checkpoint or seeded random init) on CPU → LoRA (+ a released one) → device; and the base's
-    `fingerprint`. Random values come from `SCRATCH_SEED`, whatever the global generators hold."""
-    import torch
-
-    from adapters._upstream.cellseg1.released import load_released_lora
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SCRATCH_SEED)
-        sam = build_sam(variant, image_size)
-    if sam_path is not None:
-        load_sam_file(sam, sam_path, variant)
-    base_fingerprint = fingerprint(sam)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SCRATCH_SEED + 1)
-        add_lora(sam, lora_rank, lora_dropout)
-    if lora_path is not None:
-        load_released_lora(sam, lora_path, variant, lora_rank)
-    if train_scope == "all":
-        for p in sam.parameters():
-            p.requires_grad_(True)
-    return sam.to(device).eval(), base_fingerprint
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
