@@ -3,8 +3,9 @@
 Phase-contrast cells are not brighter or darker than the background as a whole (halos are bright, flat
 cytoplasm is grey), but they are *textured* while the background is smooth. So the foreground is a
 threshold on the local standard deviation of the percentile-normalised image (Otsu, scaled), holes filled,
-and touching cells are split by a watershed on the distance transform. `train` picks the threshold scale
-and the seed distance by F1@0.5 on the training images and stores them in a small JSON checkpoint.
+and touching cells are split by a watershed on the distance transform (those steps: `adapters._classical`).
+`train` picks the threshold scale and the seed distance by F1@0.5 on the training images and stores them in a
+small JSON checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from adapters import _classical as steps
 from adapters import register
 from adapters.base import Adapter
 from harness.convert import instances_from_label_map
@@ -35,8 +37,7 @@ class ClassicalAdapter(Adapter):
     """Smoothing, texture threshold (Otsu) and distance-transform watershed; a baseline row for every table."""
 
     description = "classical baseline: local-texture Otsu threshold + distance-transform watershed (no weights)"
-    multiclass = False
-    needs_label_maps = False
+    packages = ("scikit-image",)  # versions() from the base class; single-class, no label maps: its defaults
     predict_params = frozenset(_TUNED)  # train overwrites them with the grid's best
     limits = {"sigma": "> 0", "texture_sigma": "> 0", "threshold_scale": "> 0", "min_distance": ">= 1",
               "min_size": ">= 0", "threshold_scales": "non-empty and > 0",
@@ -70,11 +71,6 @@ class ClassicalAdapter(Adapter):
     @property
     def init(self) -> str:
         return "none (no weights)"
-
-    def versions(self) -> dict[str, str]:
-        import skimage
-
-        return {"scikit-image": skimage.__version__}
 
     # ------------------------------------------------------------------ contract
 
@@ -157,17 +153,17 @@ class ClassicalAdapter(Adapter):
         """Label maps of `image` for each (threshold_scale, min_distance), sharing the work the settings share."""
         from harness.cache import array_digest, cached_array
 
-        digest = array_digest(np.asarray(image))
+        p, digest = self.params, array_digest(np.asarray(image))
         texture: np.ndarray | None = None
         foregrounds: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
         def compute(scale: float, distance: int) -> np.ndarray:
             nonlocal texture
             if texture is None:
-                texture = self._texture(image)
+                texture = steps.texture(image, p["sigma"], p["texture_sigma"])
             if scale not in foregrounds:
-                foregrounds[scale] = self._foreground(texture, scale)
-            return self._watershed(*foregrounds[scale], distance)
+                foregrounds[scale] = steps.foreground(texture, scale, p["min_size"])
+            return steps.watershed(*foregrounds[scale], distance, p["min_size"])
 
         out = []
         for scale, distance in grid:
@@ -175,39 +171,3 @@ class ClassicalAdapter(Adapter):
                    "threshold_scale": float(scale), "min_distance": int(distance)}
             out.append(cached_array("classical-labels", key, lambda s=scale, d=distance: compute(s, d)))
         return out
-
-    def _texture(self, image: np.ndarray) -> np.ndarray:
-        """Local standard deviation of the smoothed, percentile-normalised image (cells are textured)."""
-        from skimage.filters import gaussian
-
-        from harness.data import normalize_percentile, to_gray
-
-        p = self.params
-        img = gaussian(normalize_percentile(to_gray(image)), sigma=p["sigma"])
-        mean = gaussian(img, sigma=p["texture_sigma"])
-        return np.sqrt(np.clip(gaussian(img * img, sigma=p["texture_sigma"]) - mean * mean, 0, None))
-
-    def _foreground(self, texture: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """Foreground mask (scaled Otsu on the texture, holes filled, specks removed) and its distance map."""
-        from scipy import ndimage as ndi
-        from skimage.filters import threshold_otsu
-        from skimage.morphology import remove_small_objects
-
-        fg = texture > threshold_otsu(texture) * scale
-        fg = ndi.binary_fill_holes(fg)
-        fg = remove_small_objects(fg, max_size=self.params["min_size"])
-        return fg, ndi.distance_transform_edt(fg)
-
-    def _watershed(self, fg: np.ndarray, distance: np.ndarray, min_distance: int) -> np.ndarray:
-        """Distance-transform watershed from seeds at least `min_distance` apart; small pieces dropped."""
-        from scipy import ndimage as ndi
-        from skimage.feature import peak_local_max
-        from skimage.segmentation import watershed
-
-        peaks = peak_local_max(distance, min_distance=min_distance, labels=ndi.label(fg)[0], exclude_border=False)
-        markers = np.zeros(fg.shape, dtype=np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-        labels = watershed(-distance, markers, mask=fg).astype(np.int32)
-        sizes = np.bincount(labels.ravel())
-        labels[sizes[labels] < self.params["min_size"]] = 0
-        return labels

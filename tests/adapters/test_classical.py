@@ -63,27 +63,34 @@ def test_predict_on_small_crop_gives_instances_inside_the_image() -> None:
 def test_grid_shares_work_and_the_cache_serves_other_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 2 x 3 grid computes the texture once, the foreground once per scale and the watershed once per setting;
     a second target's search on the same image (and a zero-shot predict) segments nothing again."""
-    from adapters import classical
+    from adapters import _classical
 
     monkeypatch.setenv("C6BENCH_WEIGHTS", str(tmp_path / "cache"))  # an empty derived-data cache
     cfg = resolve_data("sample")
     train = select(load_split(cfg, "spec/train"), ["cell"], "cells")[:1]
-    calls = {"_texture": 0, "_foreground": 0, "_watershed": 0}
+    calls = {"texture": 0, "foreground": 0, "watershed": 0}
     for name in calls:
-        real = getattr(classical.ClassicalAdapter, name)
+        real = getattr(_classical, name)
 
-        def counted(self, *args, _real=real, _name=name):
+        def counted(*args, _real=real, _name=name):
             calls[_name] += 1
-            return _real(self, *args)
+            return _real(*args)
 
-        monkeypatch.setattr(classical.ClassicalAdapter, name, counted)
+        monkeypatch.setattr(_classical, name, counted)
     grid = {"threshold_scales": [0.8, 0.9], "min_distances": [20, 30, 45]}
     first = adapters.get("classical")()
     first.train(train, [], tmp_path / "a", **grid)
-    assert calls == {"_texture": 1, "_foreground": 2, "_watershed": 6}
+    assert calls == {"texture": 1, "foreground": 2, "watershed": 6}
     other = adapters.get("classical")()
     other.train([s.with_instances(i.with_category("soma") for i in s.instances) for s in train], [],
                 tmp_path / "b", **grid)
     adapters.get("classical")().predict(train[0].load_image())  # default params (1.0, 30): not in the grid
-    assert calls == {"_texture": 2, "_foreground": 3, "_watershed": 7}
+    assert calls == {"texture": 2, "foreground": 3, "watershed": 7}
     assert (tmp_path / "a" / "classical.json").read_text() == (tmp_path / "b" / "classical.json").read_text()
+
+
+def test_versions_come_from_the_base_class_packages() -> None:
+    import skimage
+
+    assert adapters.get("classical")().versions() == {"scikit-image": skimage.__version__}
+    assert adapters.get("classical")().init == "none (no weights)"
