@@ -75,7 +75,7 @@ class Adapter(abc.ABC):
             a training stage leaves them out, so changing one re-runs prediction but not training. When in
             doubt, leave a param out of this set: the cost is a retraining, never a stale checkpoint.
         limits: ranges of constructor params and schedule keys, checked with their annotated types before
-            any stage runs (`harness.checks`: ``{"sigma": "> 0", "label_rule": ("last", "first")}``).
+            any stage runs (`harness.checks`: ``{"sigma": "> 0", "generator": ("cellseg1", "sam")}``).
         requirements: pip requirements this model needs beyond the project's environment (e.g.
             ``("cellpose==4.2.1.1",)``); non-empty = its train/predict stages run in a child process under its
             own environment, prepared once by ``c6bench env prepare <name>`` (see `harness.envs`).

@@ -7,7 +7,7 @@ config is read, naming the file and key, instead of inside a stage hours later. 
 annotation, so adapters declare them in a small ``limits`` mapping, one clause list per key::
 
     limits = {"sigma": "> 0", "tile_overlap": "in [0, 1)", "threshold_scales": "non-empty and > 0",
-              "bsize": ">= 16 and multiple of 16", "label_rule": ("last", "first", "smallest")}
+              "bsize": ">= 16 and multiple of 16", "scratch_encoder": ("vit_l", "small", "tiny")}
 
 Clauses, joined by ``and``: ``> x``, ``>= x``, ``< x``, ``<= x``, ``in [a, b)`` (any bracket mix),
 ``non-empty`` and ``multiple of n``; a tuple lists the allowed values. For a list value, ``non-empty`` applies
