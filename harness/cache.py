@@ -74,3 +74,23 @@ def cached_array(kind: str, key: Mapping[str, Any], compute: Callable[[], np.nda
     except OSError as exc:  # a full or read-only cache costs recomputation, not the run
         logger.warning("could not cache %s in %s: %s", kind, path, exc)
     return value
+
+
+def cached_npy(kind: str, key: Mapping[str, Any], compute: Callable[[], np.ndarray]) -> tuple[Path, bool]:
+    """Like `cached_array`, but stored uncompressed (``.npy``) for ``np.load(path, mmap_mode="r")``.
+
+    For large arrays read piece by piece (cellpose's flow targets: 40 MB per full-size image), so memory holds
+    only what is being read. Returns the file and whether it was already there. A file that does not load is
+    recomputed; one that cannot be written raises `OSError` (the caller needs the file, not just the values).
+    """
+    path = _path(kind, key).with_suffix(".npy")
+    if path.is_file():
+        try:
+            np.load(path, mmap_mode="r", allow_pickle=False)
+            return path, True
+        except (OSError, ValueError) as exc:
+            logger.warning("cache file %s unreadable (%s); recomputing", path, exc)
+    value = np.asarray(compute())
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, value, allow_pickle=False)
+    return path, False
