@@ -57,7 +57,7 @@ class CellposeAdapter(CellposeBase):
     limits = {"diameter": "> 0", "tile_overlap": "in [0, 1)", "batch_size": ">= 1", "min_size": ">= 0",
               "epochs": ">= 2", "learning_rate": "> 0", "weight_decay": ">= 0",
               "nimg_per_epoch": ">= 1", "bsize": ">= 16 and multiple of 16", "scale_range": ">= 0",
-              "min_train_masks": ">= 0", "save_every": ">= 1"}
+              "min_train_masks": ">= 0", "checkpoint_minutes": ">= 0"}
     weights = (CYTO3, NUCLEI)
 
     def __init__(
@@ -143,22 +143,28 @@ class CellposeAdapter(CellposeBase):
         rescale: bool = True,
         scale_range: float = 0.5,
         min_train_masks: int = 5,
-        save_every: int = 100,
+        checkpoint_minutes: float = 5.0,
         model_name: str = "cellpose_finetuned",
     ) -> Path:
-        """Fine-tune (or train from random init) with ``cellpose.train.train_seg``; returns the network file.
+        """Fine-tune (or train from random init) with ``train_seg``'s recipe; returns the network file.
 
-        Schedule keys map one to one onto ``train_seg`` (``epochs`` → ``n_epochs``, ``sgd`` → ``SGD``).
-        cellpose warms the learning rate up linearly over the first 10 epochs (epoch 0 uses LR 0), so
-        ``epochs`` must be at least 2 for the weights to change.
+        Schedule keys are ``train_seg``'s (``epochs`` → ``n_epochs``, ``sgd`` → ``SGD``), run by our own loop
+        (`adapters._upstream.cellpose_train`: the same weights as train_seg, flow targets cached by content,
+        one image in memory at a time) that writes a checkpoint after the first epoch that ends
+        ``checkpoint_minutes`` after the last one (0 = every epoch) and resumes from it when the training runs
+        again in the same folder. cellpose warms the learning rate up linearly over the first 10 epochs
+        (epoch 0 uses LR 0), so ``epochs`` must be at least 2 for the weights to change.
         """
+        from adapters._upstream.cellpose_train import Schedule
+
         if bsize % 16:
             raise ConfigError(f"cellpose bsize must be a multiple of 16, got {bsize}")
-        return self.fit(train_samples, val_samples, out_dir, epochs=epochs, learning_rate=learning_rate,
-                        weight_decay=weight_decay, batch_size=batch_size, nimg_per_epoch=nimg_per_epoch,
-                        rescale=rescale, scale_range=scale_range, min_train_masks=min_train_masks,
-                        save_every=save_every, model_name=model_name, channels=[0, 0], SGD=bool(sgd),
-                        bsize=int(bsize))
+        schedule = Schedule(epochs=int(epochs), learning_rate=float(learning_rate),
+                            weight_decay=float(weight_decay), batch_size=int(batch_size), sgd=bool(sgd),
+                            nimg_per_epoch=nimg_per_epoch, rescale=bool(rescale), scale_range=float(scale_range),
+                            bsize=int(bsize), min_train_masks=int(min_train_masks),
+                            checkpoint_minutes=float(checkpoint_minutes))
+        return self.fit_own(train_samples, val_samples, out_dir, schedule, model_name)
 
     def eval_options(self) -> dict[str, Any]:
         """Grayscale channels, and the diameter the model settled on (`prediction_diameter`)."""

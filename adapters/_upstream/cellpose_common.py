@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -186,6 +187,66 @@ class CellposeBase(TorchAdapter):
         self.load(checkpoint)
         return checkpoint
 
+    def fit_own(self, train_samples: Sequence[Sample], val_samples: Sequence[Sample], out_dir: Path,
+                schedule: Any, model_name: str) -> Path:
+        """Our loop (`adapters._upstream.cellpose_train`: train_seg's recipe, cached targets, resume) on the
+        label maps of `train_samples`; `schedule` is its `Schedule`. Writes ``training.json`` (what it took).
+
+        One image is in memory at a time while targets are prepared (a labelled bar over train + validation
+        images), then one crop's inputs at a time; the returned network file is loaded as in `fit`.
+        """
+        from tqdm import tqdm
+
+        from adapters._upstream import cellpose_train as ct
+        from harness.io import write_json
+
+        if schedule.epochs < 2:
+            raise ConfigError(f"{self.name} training needs epochs >= 2 (its LR warm-up uses LR 0 in epoch 0)")
+        model = self.model()
+        train = self._kept(train_samples, "train", schedule.min_train_masks)
+        val = self._kept(val_samples, "validation", 1, required=False)
+        out_dir = Path(out_dir).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        device, start = model.net.device, time.perf_counter()
+        with tqdm(total=len(train) + len(val), desc="cellpose flows", unit="img") as bar, quiet_upstream():
+            train_set = ct.prepare(((s.name, *self._pair(s)) for s in train), device, "train", bar)
+            val_set = ct.prepare(((s.name, *self._pair(s)) for s in val), device, "validation", bar)
+        flows_s = time.perf_counter() - start
+        logger.info("%s: training on %d image(s) (%d validation) for %d epochs into %s", self.name,
+                    len(train_set), len(val_set), schedule.epochs, out_dir)
+        init = str(self.weights_path) if self.weights_path else "scratch"
+        with tqdm(total=schedule.epochs, desc="cellpose train", unit="epoch") as bar, quiet_upstream():
+            checkpoint, losses, info = ct.train(model.net, train_set, val_set or None, schedule, out_dir,
+                                                model_name, init, bar)
+        write_json(out_dir / "training.json", {
+            "images": len(train_set), "validation_images": len(val_set), "flows_s": round(flows_s, 2),
+            "cached": train_set.cached + val_set.cached, "epochs": schedule.epochs, **info}, indent=2)
+        logger.info("%s: final train loss %.4f; network saved to %s", self.name, float(losses[-1]), checkpoint)
+        self.load(checkpoint)
+        return checkpoint
+
+    def _kept(self, samples: Sequence[Sample], what: str, min_masks: int, required: bool = True) -> list[Sample]:
+        """The samples with at least `min_masks` (and 1) instances; the others are named in a warning."""
+        least = max(min_masks, 1)
+        kept = [s for s in samples if len(s.instances) >= least]
+        skipped = [f"{s.name} ({len(s.instances)})" for s in samples if len(s.instances) < least]
+        if skipped:
+            logger.warning("%s %s: %d of %d image(s) with fewer than %d instance(s) left out: %s", self.name,
+                           what, len(skipped), len(samples), least, ", ".join(skipped))
+        if required and not kept:
+            raise DataError(f"{self.name} {what}: no image has at least {least} instance(s) of this target "
+                            f"({len(samples)} image(s) given); lower min_train_masks or check the target's "
+                            "categories")
+        return kept
+
+    @staticmethod
+    def _pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """A flattened sample's float32 grayscale image and its 2-D int32 label map (a fresh array)."""
+        from harness.data import to_gray
+        from harness.flatten import label_image
+
+        return to_gray(sample.load_image()).astype("float32", copy=False), label_image(sample)
+
     def _training_arrays(
         self, samples: Sequence[Sample], what: str, min_masks: int, required: bool = True
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -196,25 +257,9 @@ class CellposeBase(TorchAdapter):
         """
         from tqdm import tqdm
 
-        from harness.data import to_gray
-        from harness.flatten import label_image
-
-        images, labels, skipped = [], [], []
-        least = max(min_masks, 1)
-        for sample in tqdm(samples, desc=f"{self.name} {what} label maps", unit="img"):
-            if len(sample.instances) < least:
-                skipped.append(f"{sample.name} ({len(sample.instances)})")
-                continue
-            images.append(to_gray(sample.load_image()).astype("float32", copy=False))
-            labels.append(label_image(sample))
-        if skipped:
-            logger.warning("%s %s: %d of %d image(s) with fewer than %d instance(s) left out: %s", self.name,
-                           what, len(skipped), len(samples), least, ", ".join(skipped))
-        if required and not images:
-            raise DataError(f"{self.name} {what}: no image has at least {least} instance(s) of this target "
-                            f"({len(samples)} image(s) given); lower min_train_masks or check the target's "
-                            "categories")
-        return images, labels
+        pairs = [self._pair(s) for s in tqdm(self._kept(samples, what, min_masks, required),
+                                             desc=f"{self.name} {what} label maps", unit="img")]
+        return [image for image, _ in pairs], [labels for _, labels in pairs]
 
     # ------------------------------------------------------------------ predict
 
@@ -246,42 +291,66 @@ class CellposeBase(TorchAdapter):
 
 
 class _EpochProgress:
-    """A tqdm bar over training epochs, driven by cellpose's own progress log lines.
+    """A tqdm bar over ``train_seg``'s epochs, driven by cellpose's own progress log lines; its inner bars off.
 
-    ``train_seg`` has no callback; it logs ``"<epoch>, train_loss=..."`` at epochs 0, 5, 10, 20, ..., so the
-    bar advances in those steps (and shows the last losses) without touching cellpose's loop.
+    ``train_seg`` has no callback; it logs ``">>> n_epochs=..."`` once its flows are computed and
+    ``"<epoch>, train_loss=..."`` at epochs 0, 5, 10, 20, ..., so the bar opens when training starts (not before
+    the flow computation) and advances in those steps without touching cellpose's loop. cellpose's own unlabeled
+    ``trange`` bars (flows, diameters) are disabled meanwhile.
     """
 
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
 
     def __enter__(self) -> _EpochProgress:
-        from tqdm import tqdm
+        import functools
 
-        self.bar = tqdm(total=self.epochs, desc="cellpose train", unit="epoch")
+        import cellpose.dynamics
+        import cellpose.train
+        from tqdm import trange
+
+        self.bar: Any = None
+        self.modules = (cellpose.train, cellpose.dynamics)
+        self.trange = [m.trange for m in self.modules]
+        for module in self.modules:
+            module.trange = functools.partial(trange, disable=True)
         self.logger = logging.getLogger("cellpose.train")
         self.level = self.logger.level
-        self.handler = _EpochHandler(self.bar)
+        self.handler = _EpochHandler(self)
         self.logger.addHandler(self.handler)
         if self.logger.getEffectiveLevel() > logging.INFO:
             self.logger.setLevel(logging.INFO)
         return self
 
+    def open(self) -> Any:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=self.epochs, desc="cellpose train", unit="epoch")
+        return self.bar
+
     def __exit__(self, *exc: object) -> None:
         self.logger.removeHandler(self.handler)
         self.logger.setLevel(self.level)
+        for module, original in zip(self.modules, self.trange, strict=True):
+            module.trange = original
         if exc[0] is None:
-            self.bar.update(self.epochs - self.bar.n)
-        self.bar.close()
+            self.open().update(self.epochs - self.bar.n)
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _EpochHandler(logging.Handler):
-    def __init__(self, bar: Any) -> None:
+    def __init__(self, progress: _EpochProgress) -> None:
         super().__init__(level=logging.INFO)
-        self.bar = bar
+        self.progress = progress
 
     def emit(self, record: logging.LogRecord) -> None:
-        head, _, rest = record.getMessage().partition(", train_loss=")
+        message = record.getMessage()
+        if message.startswith(">>> n_epochs="):
+            self.progress.open()
+        head, _, rest = message.partition(", train_loss=")
         if rest and head.strip().isdigit():
-            self.bar.update(int(head) + 1 - self.bar.n)
-            self.bar.set_postfix_str(rest.split(", time")[0])
+            bar = self.progress.open()
+            bar.update(int(head) + 1 - bar.n)
+            bar.set_postfix_str(rest.split(", time")[0])

@@ -73,6 +73,7 @@ class TrainSet:
     diameters: list[float] = field(default_factory=list)
     masks: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    cached: int = 0  # how many images' targets were read back from the cache
 
     def __len__(self) -> int:
         return len(self.names)
@@ -115,24 +116,23 @@ def _flows(labels: np.ndarray, device: Any) -> np.ndarray:
     return dynamics.labels_to_flows([labels.copy()], device=device)[0][2:4]
 
 
-def prepare(items: Iterable[tuple[str, np.ndarray, np.ndarray]], total: int, device: Any, desc: str) -> TrainSet:
+def prepare(items: Iterable[tuple[str, np.ndarray, np.ndarray]], device: Any, what: str, bar: Any = None
+            ) -> TrainSet:
     """Cache normalised images and flow targets of (name, image, label map) items, one item in memory at a time.
 
-    A labelled bar counts the images; flows are computed on `device` (cellpose's GPU and CPU flows differ in
+    `bar`: a tqdm bar advanced per image. Flows are computed on `device` (cellpose's GPU and CPU flows differ in
     the last bits, so the device kind is part of their key).
     """
     from cellpose import utils
-    from tqdm import tqdm
 
     version, kind = _version(), getattr(device, "type", str(device))
     out = TrainSet()
-    hits = 0
-    for name, image, labels in tqdm(items, total=total, desc=desc, unit="img"):
+    for name, image, labels in items:
         image_key = {"image": array_digest(image), "cellpose": version, "code": CODE_VERSION}
         label_key = {"labels": array_digest(labels), "cellpose": version, "device": kind, "code": CODE_VERSION}
         image_path, hit_i = cached_npy("cellpose-images", image_key, lambda im=image: _normalized(im))
         flow_path, hit_f = cached_npy("cellpose-flows", label_key, lambda lm=labels: _flows(lm, device))
-        hits += hit_i and hit_f
+        out.cached += hit_i and hit_f
         diameter, sizes = utils.diameters(labels)
         out.names.append(name)
         out.images.append(image_path)
@@ -141,7 +141,9 @@ def prepare(items: Iterable[tuple[str, np.ndarray, np.ndarray]], total: int, dev
         out.diameters.append(max(float(diameter), 5.0))  # train_seg's floor
         out.masks.append(len(sizes))
         out.keys.append(f"{image_key['image']}:{label_key['labels']}")
-    logger.info("%s: %d of %d image(s) read back from the cache", desc, hits, len(out))
+        if bar is not None:
+            bar.update(1)
+    logger.info("cellpose %s: targets of %d image(s), %d read back from the cache", what, len(out), out.cached)
     return out
 
 
@@ -249,8 +251,9 @@ def _validation_loss(net: Any, val: TrainSet, schedule: Schedule, device: Any) -
 
 
 def train(net: Any, train_set: TrainSet, val_set: TrainSet | None, schedule: Schedule, out_dir: Path,
-          model_name: str, init: str, bar: Any = None) -> tuple[Path, np.ndarray]:
-    """Train `net` in place; returns the saved network file (``out_dir/models/model_name``) and epoch losses.
+          model_name: str, init: str, bar: Any = None) -> tuple[Path, np.ndarray, dict[str, Any]]:
+    """Train `net` in place; returns the network file (``out_dir/models/model_name``), the epoch losses and
+    what the run did (``resumed_from``: the first epoch run here, ``epoch_s``: mean seconds per epoch run).
 
     `bar`: a tqdm bar over epochs (advanced per epoch). `init`: what the weights started from (a resume only
     continues a checkpoint of the same init).
@@ -330,4 +333,5 @@ def train(net: Any, train_set: TrainSet, val_set: TrainSet | None, schedule: Sch
     with atomic_path(filename) as tmp:
         net.save_model(str(tmp))
     checkpoint.unlink(missing_ok=True)
-    return filename, losses
+    run = schedule.epochs - start
+    return filename, losses, {"resumed_from": start, "epoch_s": round((_now() - t0) / run, 3) if run else 0.0}

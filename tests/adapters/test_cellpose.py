@@ -7,6 +7,7 @@ must never download, and foreign checkpoints.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +252,66 @@ def test_versions() -> None:
     from adapters.cellpose import CellposeAdapter
 
     assert CellposeAdapter().versions()["cellpose"] == "3.1.1.3"
+
+
+def test_training_prepares_targets_under_one_bar_caches_them_and_resumes(
+        train_sample: Sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A labelled bar over the flow targets (train + validation images) opens before the epoch bar, cellpose's
+    own unlabeled bars are never used, a second training reads the targets back from the cache, and a training
+    stopped after a checkpoint resumes in its folder to the uninterrupted weights."""
+    import cellpose.dynamics
+    import cellpose.train
+    import torch
+    import tqdm
+
+    import adapters
+    from adapters._upstream import cellpose_train
+
+    train = crop_sample(train_sample, CROP, tmp_path / "train" / "a.tif")
+    val = crop_sample(train_sample, (slice(500, 628), slice(500, 628)), tmp_path / "val" / "b.tif")
+    bars: list[list] = []  # [desc, updates] of every bar, in the order they were opened
+
+    class Bar(tqdm.tqdm):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            bars.append([kwargs.get("desc"), 0])
+            self.record = bars[-1]
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float = 1) -> bool | None:
+            self.record[1] += n
+            return super().update(n)
+
+    def unlabeled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("cellpose's own trange was used")
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    monkeypatch.setattr(cellpose.train, "trange", unlabeled)
+    monkeypatch.setattr(cellpose.dynamics, "trange", unlabeled)
+    schedule = {"epochs": 4, "batch_size": 1, "nimg_per_epoch": 1, "bsize": 64, "min_train_masks": 1}
+
+    def trained(work: str, **extra: object) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        adapter = adapters.get("cellpose").build({}, weights=None, device="cpu")
+        checkpoint = adapter.train([train], [val], tmp_path / work, **{**schedule, **extra})
+        return torch.load(checkpoint, weights_only=True)
+
+    whole = trained("whole")
+    assert bars == [["cellpose flows", 2], ["cellpose train", 4]]
+    record = json.loads((tmp_path / "whole" / "training.json").read_text())
+    assert {k: record[k] for k in ("images", "validation_images", "cached", "epochs", "resumed_from")} == {
+        "images": 1, "validation_images": 1, "cached": 0, "epochs": 4, "resumed_from": 0}
+
+    save = cellpose_train._save_checkpoint
+
+    def save_then_stop(*args: object) -> None:
+        save(*args)
+        raise KeyboardInterrupt  # as a user's Ctrl-C after the checkpoint of epoch 1
+
+    monkeypatch.setattr(cellpose_train, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        trained("split", checkpoint_minutes=0)
+    monkeypatch.setattr(cellpose_train, "_save_checkpoint", save)
+    resumed = trained("split", checkpoint_minutes=0)
+    record = json.loads((tmp_path / "split" / "training.json").read_text())
+    assert (record["cached"], record["resumed_from"]) == (2, 1)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole) and list(whole) == list(resumed)

@@ -69,13 +69,13 @@ def network() -> Any:
 
 
 def prepared(pairs: list[tuple[np.ndarray, np.ndarray]], net: Any) -> ct.TrainSet:
-    return ct.prepare(((str(i), im, lm) for i, (im, lm) in enumerate(pairs)), len(pairs), net.device, "flows")
+    return ct.prepare(((str(i), im, lm) for i, (im, lm) in enumerate(pairs)), net.device, "flows")
 
 
 def ours(tmp: Path, schedule: dict[str, Any], net: Any | None = None, **extra: Any) -> tuple[dict, np.ndarray]:
     net = net if net is not None else network()
     sched = ct.Schedule(**{**schedule, **extra})
-    _, losses = ct.train(net, prepared(TRAIN, net), prepared(VAL, net), sched, tmp, "ours", "scratch")
+    _, losses, _ = ct.train(net, prepared(TRAIN, net), prepared(VAL, net), sched, tmp, "ours", "scratch")
     return copy.deepcopy(net.state_dict()), losses
 
 
@@ -129,17 +129,18 @@ def test_flow_targets_are_computed_once_per_label_map(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO, logger=ct.logger.name):
         first = prepared(TRAIN, net)
         again = prepared(TRAIN, net)
-    assert "flows: 0 of 3 image(s) read back from the cache" in caplog.text
-    assert "flows: 3 of 3 image(s) read back from the cache" in caplog.text
+    assert "cellpose flows: targets of 3 image(s), 0 read back from the cache" in caplog.text
+    assert "cellpose flows: targets of 3 image(s), 3 read back from the cache" in caplog.text
+    assert (first.cached, again.cached) == (0, 3)
     assert again.flows == first.flows and again.images == first.images
     for (_, labels), path, fg in zip(TRAIN, first.flows, first.foregrounds, strict=True):
         expected = dynamics.labels_to_flows([labels.copy()], device=net.device)[0]
         assert np.array_equal(np.load(path), expected[2:4])
         assert np.array_equal(fg, expected[1] > 0.5)
-    # another label map is another key; the same one on another device kind too
+    # another label map is another key (the image's stays the same)
     moved = TRAIN[0][1].copy()
     moved[moved == 1] = 0
-    other = ct.prepare([("m", TRAIN[0][0], moved)], 1, net.device, "flows")
+    other = ct.prepare([("m", TRAIN[0][0], moved)], net.device, "flows")
     assert other.flows[0] != first.flows[0] and other.images[0] == first.images[0]
 
 
