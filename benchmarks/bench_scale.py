@@ -13,7 +13,10 @@ step's alone:
 6. ``evaluate_<split>``: ``c6bench evaluate`` of spec/test and gen/test (the ground truth as its own
    prediction);
 7. ``bench_classical_cold`` / ``_warm`` (``train``): the classical baseline's whole quick bench, with an empty
-   and then a filled derived-array cache (`benchmarks.scale_training`).
+   and then a filled derived-array cache (`benchmarks.scale_training`);
+8. ``cellpose_<target>_cold`` / ``_warm`` (``train``): cellpose's quick training of every target cut to 2 epochs,
+   flow targets computed then read back from the cache (`benchmarks.cellpose_epoch`: flow seconds, seconds per
+   epoch).
 
 Every count is compared with the generator's ``expected.json``; a mismatch is listed under ``mismatches`` (and
 ``counts_match`` is false), never hidden.
@@ -237,6 +240,9 @@ def scenario(work: Path, full: bool = False, seed: int = 0, train: bool = True) 
         from benchmarks import scale_training
 
         trained, problems = scale_training.classical_bench(data, work, env, _step, logs)
+        steps.update(trained)
+        mismatches += problems
+        trained, problems = scale_training.cellpose_training(data, work, env, _step, logs)
         steps.update(trained)
         mismatches += problems
     one = expected["spec/train"]

@@ -50,3 +50,37 @@ def classical_bench(data: Path, work: Path, env: dict[str, str], run_step: StepR
     logger.info("classical bench: cold %.0f s CPU, warm %.0f s CPU", steps["bench_classical_cold"]["cpu_s"],
                 steps["bench_classical_warm"]["cpu_s"])
     return steps, problems
+
+
+def cellpose_training(data: Path, work: Path, env: dict[str, str], run_step: StepRunner, logs: Path,
+                      targets: tuple[str, ...] = ("cells", "type_a", "type_b", "soma"),
+                      epochs: int = 2) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """cellpose's quick training of each target cut to `epochs` (`benchmarks.cellpose_epoch`), cold then warm.
+
+    Cold: an empty derived-array cache, so each target's flow targets are computed (what a first run pays);
+    warm: the same trainings again in fresh folders, reading them back. Each step's figures are the child's
+    wall/CPU/peak RSS plus what the training recorded (``flows_s``, ``cached``, ``epoch_s``, ``images``).
+    Problems: a warm run that recomputed anything, or a cold one that found anything cached.
+    """
+    env = {**env, "C6BENCH_WEIGHTS": str(work / "cache-cellpose")}
+    steps: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for state in ("cold", "warm"):
+        for target in targets:
+            name = f"cellpose_{target}_{state}"
+            out = work / "cellpose" / name
+            cmd = [sys.executable, "-m", "benchmarks.cellpose_epoch", "--data", str(data), "--target", target,
+                   "--work", str(out / "train"), "--epochs", str(epochs), "--json", str(out / "figures.json")]
+            steps[name] = run_step(cmd, logs / f"{name}.log", env)
+            figures = json.loads((out / "figures.json").read_text())
+            steps[name].update({k: figures[k] for k in ("images", "validation_images", "flows_s", "cached",
+                                                        "epochs", "epoch_s")})
+            everything = figures["images"] + figures["validation_images"]
+            if figures["cached"] != (everything if state == "warm" else 0):
+                problems.append(f"{name}: {figures['cached']} of {everything} image(s) read from the cache")
+    for target in targets:
+        cold, warm = steps[f"cellpose_{target}_cold"], steps[f"cellpose_{target}_warm"]
+        logger.info("cellpose %s: flows %.1f s cold, %.1f s warm for %d image(s); %.2f s per epoch; peak RSS %.0f "
+                    "MB", target, cold["flows_s"], warm["flows_s"], cold["images"] + cold["validation_images"],
+                    cold["epoch_s"], max(cold["peak_rss_mb"], warm["peak_rss_mb"]))
+    return steps, problems

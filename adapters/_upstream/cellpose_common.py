@@ -95,6 +95,18 @@ def quiet_upstream() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise a cellpose logger's level (``cellpose.dynamics`` logs a line per label map between bar updates)."""
+    log = logging.getLogger(name)
+    before = log.level
+    log.setLevel(max(level, log.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
 class CellposeBase(TorchAdapter):
     """A cellpose model: label maps in for ``train_seg``, ``eval``'s label map + cell probability out.
 
@@ -208,7 +220,8 @@ class CellposeBase(TorchAdapter):
         out_dir = Path(out_dir).resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
         device, start = model.net.device, time.perf_counter()
-        with tqdm(total=len(train) + len(val), desc="cellpose flows", unit="img") as bar, quiet_upstream():
+        with (tqdm(total=len(train) + len(val), desc="cellpose flows", unit="img") as bar, quiet_upstream(),
+              quiet_logger("cellpose.dynamics")):
             train_set = ct.prepare(((s.name, *self._pair(s)) for s in train), device, "train", bar)
             val_set = ct.prepare(((s.name, *self._pair(s)) for s in val), device, "validation", bar)
         flows_s = time.perf_counter() - start

@@ -55,3 +55,26 @@ def test_classical_bench_cold_then_warm_cache(tmp_path: Path) -> None:
     cached = sorted(p.name for p in (tmp_path / "cache" / "derived" / "classical-labels").rglob("*.npz"))
     assert cached, "the cold run filled the cache"
     assert sorted(p.name for p in (tmp_path / "cache" / "derived" / "classical-labels").rglob("*.npz")) == cached
+
+
+def test_cellpose_training_cold_then_warm_cache(tmp_path: Path) -> None:
+    """The cellpose step: one target's quick training (2 epochs) on the mini Glioma C6 tree, an empty cache then
+    the filled one; the cold run computes every flow target, the warm one reads every one back."""
+    pytest.importorskip("cellpose")
+    from benchmarks import scale_training
+
+    data = Path(__file__).resolve().parents[1] / "fixtures" / "glioma_mini"
+    env = dict(bench_scale.os.environ, PYTHONPATH=str(bench_scale.REPO), OMP_NUM_THREADS="1")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    steps, problems = scale_training.cellpose_training(data, tmp_path, env, bench_scale._step, logs,
+                                                       targets=("cells",))
+    assert problems == []
+    assert list(steps) == ["cellpose_cells_cold", "cellpose_cells_warm"]
+    cold, warm = steps["cellpose_cells_cold"], steps["cellpose_cells_warm"]
+    assert (cold["images"], cold["validation_images"], cold["epochs"]) == (2, 1, 2)
+    assert (cold["cached"], warm["cached"]) == (0, 3)
+    for step in (cold, warm):
+        assert step["peak_rss_mb"] > 0 and step["epoch_s"] > 0 and step["flows_s"] > 0
+    flows = sorted(p.name for p in (tmp_path / "cache-cellpose" / "derived" / "cellpose-flows").rglob("*.npy"))
+    assert len(flows) == 3  # one per label map (2 train + 1 validation), none added by the warm run
