@@ -74,7 +74,7 @@ def cellpose_training(data: Path, work: Path, env: dict[str, str], run_step: Ste
             steps[name] = run_step(cmd, logs / f"{name}.log", env)
             figures = json.loads((out / "figures.json").read_text())
             steps[name].update({k: figures[k] for k in ("images", "validation_images", "flows_s", "cached",
-                                                        "epochs", "epoch_s")})
+                                                        "epochs", "epoch_s", "epoch_cpu_s")})
             everything = figures["images"] + figures["validation_images"]
             if figures["cached"] != (everything if state == "warm" else 0):
                 problems.append(f"{name}: {figures['cached']} of {everything} image(s) read from the cache")

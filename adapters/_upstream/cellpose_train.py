@@ -294,6 +294,7 @@ def train(net: Any, train_set: TrainSet, val_set: TrainSet | None, schedule: Sch
     if bar is not None:
         bar.update(start)
     t0 = saved = _now()
+    cpu0 = time.process_time()
     for epoch in range(start, schedule.epochs):
         np.random.seed(epoch)
         if nimg != per_epoch:
@@ -333,5 +334,6 @@ def train(net: Any, train_set: TrainSet, val_set: TrainSet | None, schedule: Sch
     with atomic_path(filename) as tmp:
         net.save_model(str(tmp))
     checkpoint.unlink(missing_ok=True)
-    run = schedule.epochs - start
-    return filename, losses, {"resumed_from": start, "epoch_s": round((_now() - t0) / run, 3) if run else 0.0}
+    run = max(schedule.epochs - start, 1)
+    return filename, losses, {"resumed_from": start, "epoch_s": round((_now() - t0) / run, 3),
+                              "epoch_cpu_s": round((time.process_time() - cpu0) / run, 3)}
