@@ -1,11 +1,13 @@
-"""CellPose 3 (cyto3 / nuclei): one single-class model per target, fine-tuned with ``train_seg``.
+"""CellPose 3 (cyto3 / nuclei): one single-class model per target, fine-tuned with ``train_seg``'s recipe.
 
 As in the paper, every target (cells, type A, type B, soma) is its own model: the harness hands over
 samples already filtered to one target. CellPose learns from non-overlapping label maps, so the harness
 flattens the overlapping Glioma C6 annotations first (`harness.flatten`, the config's ``label_maps``: the same
-priority rule the metrics' non-overlap mode uses) and the adapter only paints them. What this adapter shares with
-Cellpose-SAM (offline import, training arrays, ``train_seg``, ``eval``, scores) is
-`adapters._upstream.cellpose_common`; the network files' checks and diameters are
+priority rule the metrics' non-overlap mode uses) and the adapter only paints them. Training runs in our own
+loop (`adapters._upstream.cellpose_train`): train_seg's semantics and final weights, with flow targets cached by
+content, memory bounded to one image at a time, and checkpoints every ``checkpoint_minutes`` that a stage run
+again resumes from. What this adapter shares with Cellpose-SAM (offline import, training samples, ``eval``,
+scores) is `adapters._upstream.cellpose_common`; the network files' checks and diameters are
 `adapters._upstream.cellpose_files`.
 
 cellpose 3 pitfalls handled here: ``mkldnn=False`` (mkldnn swaps modules in place and breaks training after a

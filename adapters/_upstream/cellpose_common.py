@@ -1,10 +1,14 @@
 """What the cellpose 3 (``cellpose``: cyto3) and Cellpose-SAM (``cellpose_sam``: cellpose 4) adapters share.
 
-Both models are cellpose models: flows + cell probability → label map, trained by cellpose's own ``train_seg``
-on label maps of samples the harness has flattened (`harness.flatten`), one single-class model per target (the
-harness hands over samples already filtered to one target). `CellposeBase` holds what the two adapters do the same way; each adapter file keeps
-only what differs (its weights, how its network is built and loaded, its ``train_seg``/``eval`` options).
-cellpose is imported inside functions only, so this module loads under either cellpose version.
+Both models are cellpose models: flows + cell probability → label map, trained on label maps of samples the
+harness has flattened (`harness.flatten`), one single-class model per target (the harness hands over samples
+already filtered to one target). cellpose 3 trains in our own loop (`fit_own` → `adapters._upstream.cellpose_train`:
+train_seg's recipe and weights, cached flow targets, bounded memory, checkpoints and resume); Cellpose-SAM keeps
+cellpose 4's own ``train_seg`` (`fit`: its recipe differs — AdamW only, bfloat16 handling, 256-px tiles — and its
+trainings are short fine-tunes), with a labelled epoch bar that opens when training starts and cellpose's inner
+bars off. `CellposeBase` holds what the two adapters do the same way; each adapter file keeps only what differs
+(its weights, how its network is built and loaded, its training/``eval`` options). cellpose is imported inside
+functions only, so this module loads under either cellpose version.
 
 Offline by construction (cellpose would otherwise download a built-in model in several situations):
 - weights are resolved (and integrity-checked) by `TorchAdapter` to an existing file *before* cellpose sees
@@ -167,7 +171,8 @@ class CellposeBase(TorchAdapter):
             epochs: int, learning_rate: float, weight_decay: float, batch_size: int,
             nimg_per_epoch: int | None, rescale: bool, scale_range: float, min_train_masks: int,
             save_every: int, model_name: str, **options: Any) -> Path:
-        """``train_seg`` on the label maps of `train_samples` (`options`: the subclass's own keywords).
+        """``train_seg`` on the label maps of `train_samples` (`options`: the subclass's own keywords); what
+        Cellpose-SAM (cellpose 4) trains with.
 
         The returned network file is loaded, so this object predicts exactly as a fresh adapter that loads it
         (cellpose 3's ``train_seg`` updates ``net.diam_labels``, not the model's own that ``eval`` rescales by).

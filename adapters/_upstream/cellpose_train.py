@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -331,8 +333,12 @@ def train(net: Any, train_set: TrainSet, val_set: TrainSet | None, schedule: Sch
             saved = now
             logger.info("cellpose: checkpoint after epoch %d written to %s", epoch, checkpoint)
     filename = out_dir / "models" / model_name
-    with atomic_path(filename) as tmp:
-        net.save_model(str(tmp))
+    filename.parent.mkdir(parents=True, exist_ok=True)
+    # written under its own name in a private folder, then moved: atomic, and byte for byte train_seg's file
+    # (torch.save names the archive inside after the file)
+    with tempfile.TemporaryDirectory(dir=filename.parent, prefix=".saving-") as tmp:
+        net.save_model(str(Path(tmp) / model_name))
+        os.replace(Path(tmp) / model_name, filename)
     checkpoint.unlink(missing_ok=True)
     run = max(schedule.epochs - start, 1)
     return filename, losses, {"resumed_from": start, "epoch_s": round((_now() - t0) / run, 3),

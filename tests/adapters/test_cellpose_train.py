@@ -75,7 +75,7 @@ def prepared(pairs: list[tuple[np.ndarray, np.ndarray]], net: Any) -> ct.TrainSe
 def ours(tmp: Path, schedule: dict[str, Any], net: Any | None = None, **extra: Any) -> tuple[dict, np.ndarray]:
     net = net if net is not None else network()
     sched = ct.Schedule(**{**schedule, **extra})
-    _, losses, _ = ct.train(net, prepared(TRAIN, net), prepared(VAL, net), sched, tmp, "ours", "scratch")
+    _, losses, _ = ct.train(net, prepared(TRAIN, net), prepared(VAL, net), sched, tmp, "net", "scratch")
     return copy.deepcopy(net.state_dict()), losses
 
 
@@ -99,7 +99,7 @@ def test_our_loop_ends_with_train_seg_weights(tmp_path: Path, schedule: dict[str
     _, seg_losses, _ = cp_train.train_seg(
         net, train_data=[im for im, _ in TRAIN], train_labels=[lm.copy() for _, lm in TRAIN],
         test_data=[im for im, _ in VAL], test_labels=[lm.copy() for _, lm in VAL], normalize=True,
-        save_path=str(tmp_path / "seg"), model_name="seg", n_epochs=schedule["epochs"],
+        save_path=str(tmp_path / "seg"), model_name="net", n_epochs=schedule["epochs"],
         learning_rate=schedule["learning_rate"], weight_decay=schedule["weight_decay"],
         batch_size=schedule["batch_size"], nimg_per_epoch=schedule["nimg_per_epoch"],
         rescale=schedule["rescale"], scale_range=schedule["scale_range"],
@@ -107,6 +107,7 @@ def test_our_loop_ends_with_train_seg_weights(tmp_path: Path, schedule: dict[str
         bsize=schedule["bsize"])
     weights, losses = ours(tmp_path / "ours", schedule)
     assert_same_weights(net.state_dict(), weights)
+    assert (tmp_path / "ours" / "models" / "net").read_bytes() == (tmp_path / "seg" / "models" / "net").read_bytes()
     assert losses.tolist() == seg_losses.tolist()
     assert float(weights["diam_labels"]) == float(net.diam_labels)
 
