@@ -18,7 +18,7 @@ def texture(image: np.ndarray, sigma: float, texture_sigma: float) -> np.ndarray
     """Local standard deviation of the smoothed, percentile-normalised image (cells are textured)."""
     from skimage.filters import gaussian
 
-    from harness.data import normalize_percentile, to_gray
+    from harness.images import normalize_percentile, to_gray
 
     img = gaussian(normalize_percentile(to_gray(image)), sigma=sigma)
     mean = gaussian(img, sigma=texture_sigma)

@@ -23,7 +23,7 @@ from harness.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.data import Instance, Sample
+    from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     def predict(self, image: np.ndarray) -> list[Instance]:
-        """Segment one image (as read by `harness.data.read_image`); overlapping output allowed.
+        """Segment one image (as read by `harness.images.read_image`); overlapping output allowed.
 
         Instances carry scores where the model has them. Multiclass adapters set the class name as
         category; single-class adapters may use any category (the harness assigns the target).

@@ -31,7 +31,7 @@ from adapters.base import WeightSpec
 from harness.errors import ConfigError
 
 if TYPE_CHECKING:
-    from harness.data import Sample
+    from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from harness.data import Instance, Sample
+    from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
 

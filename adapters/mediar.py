@@ -26,7 +26,7 @@ from harness.io import write_json
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.data import Instance, Sample
+    from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
 

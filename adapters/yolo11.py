@@ -26,7 +26,7 @@ from harness.io import write_text
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.data import Instance, Sample
+    from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class Yolo11Adapter(TorchAdapter):
         """Segment one image; one `Instance` (bbox crop, score, class name) per detection, overlaps kept."""
         import numpy as np
 
-        from harness.data import to_uint8
+        from harness.images import to_uint8
 
         if self._yolo is None:
             if self.weights_path is None:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from harness.convert import resolve_priority
-from harness.data import Sample
 from harness.errors import DataError
+from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from harness.weights import cache_dir
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.data import Instance, Sample
+    from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +260,8 @@ class CellposeBase(TorchAdapter):
     @staticmethod
     def _pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         """A flattened sample's float32 grayscale image and its 2-D int32 label map (a fresh array)."""
-        from harness.data import to_gray
         from harness.flatten import label_image
+        from harness.images import to_gray
 
         return to_gray(sample.load_image()).astype("float32", copy=False), label_image(sample)
 
@@ -290,7 +290,7 @@ class CellposeBase(TorchAdapter):
 
     def predict_raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The model's label map and cell-probability logits for one image (both at full resolution)."""
-        from harness.data import to_gray
+        from harness.images import to_gray
 
         if image.ndim not in (2, 3):
             raise DataError(f"{self.name} expects a 2-D grayscale or HxWx3 image, got shape {image.shape}")

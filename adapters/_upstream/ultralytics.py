@@ -24,7 +24,7 @@ from harness.errors import ConfigError, DataError
 from harness.io import atomic_path
 
 if TYPE_CHECKING:
-    from harness.data import Instance, Sample
+    from harness.records import Instance, Sample
 
 _ASSETS = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
 #: Environment that makes ultralytics offline; set before its import (it reads them at import time).
@@ -218,7 +218,7 @@ def predict_size(imgsz: int, predict_imgsz: int | str | None, height: int, width
 
 def instances_from_result(result: Any, height: int, width: int, source: str) -> list[Instance]:
     """One `Instance` (bbox crop, score, class name) per detection of an ultralytics result; overlaps kept."""
-    from harness.data import Instance
+    from harness.records import Instance
 
     instances: list[Instance] = []
     if result.masks is None:

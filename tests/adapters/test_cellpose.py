@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from adapters.base import Adapter
-from harness.data import Instance, Sample, load_coco
+from harness.coco import load_coco
 from harness.errors import ConfigError, DataError, MissingWeightsError, NetworkDisabledError
 from harness.flatten import flatten
+from harness.records import Instance, Sample
 
 pytest.importorskip("cellpose")
 

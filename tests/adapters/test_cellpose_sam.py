@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from adapters.cellpose_sam import CELLPOSE_VERSION, CellposeSAMAdapter
-from harness.data import Instance, Sample, load_coco
+from harness.coco import load_coco
 from harness.errors import ConfigError, NetworkDisabledError
 from harness.flatten import flatten
+from harness.records import Instance, Sample
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 in_env = pytest.mark.env("cellpose_sam")

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import adapters
-from harness.data import Instance, Sample, load_coco
+from harness.coco import load_coco
 from harness.errors import ConfigError, DataError, MissingWeightsError
 from harness.flatten import flatten
+from harness.records import Instance, Sample
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")

@@ -240,7 +240,7 @@ def test_zero_shot_plain_sam_matches_a_direct_generator_run(tmp_path: Path) -> N
     """The real generator with SAM's defaults (32×32 points, masks at 1024 px: minutes on CPU), both ways."""
     from segment_anything import SamAutomaticMaskGenerator
 
-    from harness.data import tighten
+    from harness.masks import tighten
 
     path = confident_sam_file(tmp_path)
     adapter = adapters.get("cellseg1")(weights=str(path), variant="tiny", image_size=SIZE, generator="sam")

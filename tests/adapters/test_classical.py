@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import adapters
-from harness.data import Instance
 from harness.dataset import load_split, resolve_data, select
 from harness.errors import ConfigError
+from harness.records import Instance
 
 #: The contract test's tiny settings (tests/adapters/test_contract.py): a one-point grid.
 CONTRACT = {"params": {"min_size": 50}, "train": {"threshold_scales": [1.0], "min_distances": [10]}}

@@ -23,9 +23,9 @@ import tifffile
 import adapters
 from adapters.base import Adapter
 from harness.config import load_model_config
-from harness.data import Instance, Sample
 from harness.errors import ConfigError
 from harness.flatten import flatten
+from harness.records import Instance, Sample
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "adapters"

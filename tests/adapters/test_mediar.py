@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data import Instance, Sample, load_coco
+from harness.coco import load_coco
 from harness.errors import ConfigError, MissingWeightsError
 from harness.flatten import flatten
+from harness.records import Instance, Sample
 
 pytest.importorskip("segmentation_models_pytorch")
 pytest.importorskip("cellpose")

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 import adapters
-from harness.data import Instance, Sample, load_coco
+from harness.coco import load_coco
 from harness.errors import ConfigError, DataError, MissingWeightsError
+from harness.records import Instance, Sample
 
 CROP = 160
 ORIGIN = (300, 300)  # (y, x) of the crop window in the 1024x1022 sample images

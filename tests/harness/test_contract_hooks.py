@@ -14,9 +14,9 @@ import adapters
 from adapters.base import Adapter
 from harness.classes import training_samples
 from harness.convert import label_map
-from harness.data import Instance, Sample
 from harness.errors import DataError
 from harness.flatten import flatten, label_image
+from harness.records import Instance, Sample
 from harness.run import BenchSpec, Runner
 
 SEEN: dict[str, Any] = {}

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from harness.data import Instance
+    from harness.records import Instance
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _candidate(mask: torch.Tensor, crop_box: tuple[int, int, int, int], iou: flo
                layer: int, work_size: int, min_area: int) -> Candidate | None:
     """A thresholded mask in crop pixels → Candidate in work-image pixels, or None when filtered out."""
     from harness.convert import largest_piece
-    from harness.data import tighten
+    from harness.masks import tighten
 
     m = mask.cpu().numpy()
     if not m.any():
@@ -135,7 +135,7 @@ def _candidate(mask: torch.Tensor, crop_box: tuple[int, int, int, int], iou: flo
 def to_instances(cands: list[Candidate], work_size: int, height: int, width: int,
                  category: str) -> list[Instance]:
     """Candidates on the work image → Instances on the `height` × `width` image (crops resized back)."""
-    from harness.data import Instance
+    from harness.records import Instance
 
     out = []
     sy, sx = height / work_size, width / work_size

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from adapters._upstream.cellseg1.sam import build_sam, load_sam_file
-from harness.data import tighten
+from harness.masks import tighten
 
 if TYPE_CHECKING:
     from torch import nn

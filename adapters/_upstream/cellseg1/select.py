@@ -18,7 +18,7 @@ from adapters._upstream.cellseg1 import amg, nms
 from adapters._upstream.cellseg1.tiles import squash, to_rgb_float
 
 if TYPE_CHECKING:
-    from harness.data import Instance, Sample
+    from harness.records import Instance, Sample
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import numpy as np
 from adapters._upstream.cellseg1.augment import resize
 
 if TYPE_CHECKING:
-    from harness.data import Sample
+    from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 

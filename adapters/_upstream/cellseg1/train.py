@@ -28,7 +28,7 @@ from adapters._upstream.cellseg1.prompts import sample_prompts
 from harness.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from harness.data import Sample
+    from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from adapters._upstream.mediar.network import load_strict
 from harness.errors import ConfigError
 
 if TYPE_CHECKING:
-    from harness.data import Sample
+    from harness.records import Sample
 
 logger = logging.getLogger(__name__)
 
