@@ -245,3 +245,43 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path, subp
         resumed, _ = ours(out, SCHEDULE, checkpoint_minutes=0)
     assert "resumed from" in caplog.text
     assert_same_weights(resumed, ours(tmp_path / "whole", SCHEDULE)[0])
+
+
+@pytest.mark.slow
+def test_a_bench_killed_mid_training_resumes_from_the_checkpoint(tmp_path: Path,
+                                                                 subprocess_env: dict[str, str]) -> None:
+    """The user's path: ``c6bench bench`` SIGKILLed after a checkpoint of the cellpose train stage, run again
+    with the same --out: the stage continues from the checkpoint (logged) and every result file equals an
+    uninterrupted run's."""
+    import json
+
+    import torch
+
+    tiny = Path(__file__).resolve().parents[1] / "fixtures" / "cellpose_tiny.yaml"
+    config = tmp_path / "cellpose.yaml"
+    config.write_text(tiny.read_text().replace("epochs: 4,", "epochs: 12,").replace("checkpoint_minutes: 5",
+                                                                                   "checkpoint_minutes: 0"))
+    env = {**subprocess_env, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "C6BENCH_WEIGHTS": str(tmp_path / "c")}
+    args = [sys.executable, "-m", "harness", "bench", "--model", "cellpose", "--config", str(config), "--data",
+            "sample", "--threads", "1", "--modes", "finetuned", "--bootstrap", "0"]
+    whole = subprocess.run([*args, "--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(out.glob("checkpoints/**/resume.pt"))
+        if found and torch.load(str(found[0]), weights_only=True)["epoch"] >= 3:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the bench finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run([*args, "--out", str(out)], env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "cellpose: resumed from" in rerun.stderr
+    resumed = json.loads(next(out.glob("checkpoints/**/training.json")).read_text())["resumed_from"]
+    assert resumed >= 3
+    for name in ("results.json", "results.csv", "per_image.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
