@@ -50,7 +50,7 @@ def rasterize_polygons(
 
     Pixel-centre rule, clipped to the image: pixel ``(r, c)`` is in when its centre ``(c + .5, r + .5)`` is
     inside the polygon (even-odd) or on its boundary — exactly the pixels `skimage.draw.polygon` gives for
-    the polygon shifted by -0.5 (`tests/harness/test_data.py` checks the equality), computed by a vectorised
+    the polygon shifted by -0.5 (`tests/harness/test_masks.py` checks the equality), computed by a vectorised
     scanline instead of a per-pixel test (about 10x faster on cell-sized polygons). Parts are unioned.
     An empty result is ``(0, 0, zeros((0, 0)))``.
     """
@@ -197,7 +197,7 @@ def rle_to_crop(rle: dict[str, Any], height: int, width: int) -> tuple[int, int,
 
     COCO RLE runs are column-major and alternate background/foreground starting with background; only the
     strip of columns between the first and last foreground pixel is expanded (equal to
-    ``pycocotools.mask.decode`` restricted to the bbox; `tests/harness/test_data.py` checks it).
+    ``pycocotools.mask.decode`` restricted to the bbox; `tests/harness/test_masks.py` checks it).
     """
     runs = checked_runs(rle["counts"], height, width)
     ends = np.cumsum(runs)
