@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.coco import load_coco
 from harness.flatten import flatten
 from harness.records import Instance, Sample
+from sample_windows import crop_sample as window_sample
+from sample_windows import train_sample  # noqa: F401 (a fixture, imported again by the test files)
 
 pytest.importorskip("segmentation_models_pytorch")
 pytest.importorskip("cellpose")
@@ -40,29 +41,9 @@ def own_weights_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def train_sample(sample_dir: Path) -> Sample:
-    samples, _ = load_coco(sample_dir / "spec" / "train" / "annotations.coco.json")
-    return samples[0]
-
-
 def crop_sample(sample: Sample, window: tuple[slice, slice], out: Path) -> Sample:
-    """A real sub-image with its annotations clipped to the window (instances as mask crops)."""
-    import tifffile
-
-    ys, xs = window
-    height, width = ys.stop - ys.start, xs.stop - xs.start
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(out, sample.load_image()[window])
-    instances = []
-    for inst in sample.instances:
-        y0, x0, y1, x1 = inst.bbox
-        top, left, bottom, right = max(y0, ys.start), max(x0, xs.start), min(y1, ys.stop), min(x1, xs.stop)
-        if bottom > top and right > left and (crop := inst.crop[top - y0 : bottom - y0, left - x0 : right - x0]).any():
-            instances.append(Instance.from_mask("cells", top - ys.start, left - xs.start, crop, height, width,
-                                                order=len(instances)))
-    sample = Sample(image_path=out, height=height, width=width, instances=tuple(instances), file_name=out.name)
-    return flatten([sample], "last", 10, out.name)[0]  # as the harness hands training samples (needs_label_maps)
+    """`sample_windows.crop_sample`, flattened as the harness hands training samples (needs_label_maps)."""
+    return flatten([window_sample(sample, window, out)], "last", 10, out.name)[0]
 
 
 def layout(state: dict) -> tuple[int, str]:

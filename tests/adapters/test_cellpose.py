@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from adapters.base import Adapter
-from harness.coco import load_coco
 from harness.errors import ConfigError, DataError, MissingWeightsError, NetworkDisabledError
 from harness.flatten import flatten
 from harness.records import Instance, Sample
+from sample_windows import crop_sample, train_sample  # noqa: F401 (train_sample: a fixture)
 
 pytest.importorskip("cellpose")
 
@@ -35,34 +35,6 @@ def own_weights_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     torch.manual_seed(0)
     return tmp_path / "weights"
-
-
-@pytest.fixture(scope="module")
-def train_sample(sample_dir: Path) -> Sample:
-    samples, _ = load_coco(sample_dir / "spec" / "train" / "annotations.coco.json")
-    return samples[0]
-
-
-def crop_sample(sample: Sample, window: tuple[slice, slice], out: Path) -> Sample:
-    """A real sub-image with its annotations clipped to the window (instances as mask crops)."""
-    import tifffile
-
-    ys, xs = window
-    height, width = ys.stop - ys.start, xs.stop - xs.start
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(out, sample.load_image()[window])
-    instances = []
-    for inst in sample.instances:
-        y0, x0, y1, x1 = inst.bbox
-        top, left = max(y0, ys.start), max(x0, xs.start)
-        bottom, right = min(y1, ys.stop), min(x1, xs.stop)
-        if bottom <= top or right <= left:
-            continue
-        crop = inst.crop[top - y0 : bottom - y0, left - x0 : right - x0]
-        if crop.any():
-            instances.append(Instance.from_mask("cells", top - ys.start, left - xs.start, crop, height, width,
-                                                order=len(instances)))
-    return Sample(image_path=out, height=height, width=width, instances=tuple(instances), file_name=out.name)
 
 
 def signature(instances: list[Instance]) -> list[tuple[tuple[int, int, int, int], bytes, float | None]]:

@@ -18,6 +18,7 @@ from harness.coco import load_coco
 from harness.errors import ConfigError, NetworkDisabledError
 from harness.flatten import flatten
 from harness.records import Instance, Sample
+from sample_windows import crop_sample
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 in_env = pytest.mark.env("cellpose_sam")
@@ -37,21 +38,8 @@ def own_weights_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def crop(sample_dir: Path, tmp_path: Path) -> Sample:
     """A real 256-px window of a training image with its annotations clipped to it (instances as mask crops)."""
-    import tifffile
-
     sample = load_coco(sample_dir / "spec" / "train" / "annotations.coco.json")[0][1]
-    ys, xs = WINDOW
-    size = ys.stop - ys.start
-    path = tmp_path / "crop.tif"
-    tifffile.imwrite(path, sample.load_image()[WINDOW])
-    instances = []
-    for inst in sample.instances:
-        y0, x0, y1, x1 = inst.bbox
-        top, left, bottom, right = max(y0, ys.start), max(x0, xs.start), min(y1, ys.stop), min(x1, xs.stop)
-        if bottom > top and right > left and (part := inst.crop[top - y0:bottom - y0, left - x0:right - x0]).any():
-            instances.append(Instance.from_mask("cells", top - ys.start, left - xs.start, part, size, size,
-                                                order=len(instances)))
-    return Sample(image_path=path, height=size, width=size, instances=tuple(instances), file_name=path.name)
+    return crop_sample(sample, WINDOW, tmp_path / "crop.tif")
 
 
 def signature(instances: list[Instance]) -> list[tuple[tuple[int, int, int, int], bytes, float | None]]:
