@@ -312,9 +312,10 @@ def train(net: Any, train_set: TrainSet, val_set: TrainSet | None, schedule: Sch
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            lavg += loss.item() * len(imgs)
+            batch_loss = loss.item() * len(imgs)  # one device sync per batch
+            lavg += batch_loss
             nsum += len(imgs)
-            losses[epoch] += loss.item() * len(imgs)
+            losses[epoch] += batch_loss
         losses[epoch] /= per_epoch
         now = _now()
         if epoch == 5 or epoch % 10 == 0:
