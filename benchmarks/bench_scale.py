@@ -239,12 +239,10 @@ def scenario(work: Path, full: bool = False, seed: int = 0, train: bool = True) 
     if train:
         from benchmarks import scale_training
 
-        trained, problems = scale_training.classical_bench(data, work, env, _step, logs)
-        steps.update(trained)
-        mismatches += problems
-        trained, problems = scale_training.cellpose_training(data, work, env, _step, logs)
-        steps.update(trained)
-        mismatches += problems
+        for training in (scale_training.classical_bench, scale_training.cellpose_training):
+            trained, problems = training(data, work, env, _step, logs)
+            steps.update(trained)
+            mismatches += problems
     one = expected["spec/train"]
     return {
         "scale": "full" if full else "small",
