@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,19 +72,11 @@ def load_run(run_dir: Path) -> Run:
     config_path = run_dir / "config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     manifest = _read_json_file(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
-    rows = parse_results(results, run_dir)
+    rows = parse_rows(results, run_dir / "results.json", run=run_dir.name)
     per_image = parse_per_image(run_dir / "per_image.csv") if (run_dir / "per_image.csv").is_file() else {}
     model = rows[0].model if rows else run_label(run_dir)
     return Run(path=run_dir, model=model, config=config or {}, manifest=manifest or {}, rows=rows,
                per_image=per_image)
-
-
-# ---------------------------------------------------------------- the run files (rows: `harness.results.ResultRow`)
-
-
-def parse_results(results: Any, run_dir: Path) -> list[ResultRow]:
-    """`ResultRow`s of a run's ``results.json`` (the schema is `ResultRow.from_dict`)."""
-    return parse_rows(results, run_dir / "results.json", run=run_dir.name)
 
 
 def parse_per_image(path: Path) -> dict[tuple[str, str, str, str], dict[str, tuple[int, int, int]]]:
