@@ -228,8 +228,8 @@ def generate_report(
     missing = missing_lines(all_rows)
     written: list[Path] = []
     tables = {gt_mode: table_rows(all_rows, gt_mode) for gt_mode in GT_TITLES}
-    for gt_mode in GT_TITLES:
-        written += write_table(all_rows, gt_mode, out_dir, missing)
+    for gt_mode, trows in tables.items():
+        written += write_table(trows, gt_mode, out_dir, missing)
     comparisons, notes = paired_comparisons(runs, n_boot=n_boot, seed=seed)
     written += write_comparisons(comparisons, notes, out_dir)
     from harness.efficiency_report import write_section

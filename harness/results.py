@@ -330,10 +330,9 @@ def table_markdown(rows: Sequence[dict[str, Any]], gt_mode: str, missing: Sequen
     return text + "\n"
 
 
-def write_table(rows: Sequence[ResultRow], gt_mode: str, out_dir: Path, missing: Sequence[str]) -> list[Path]:
-    """``table2``/``table4`` as Markdown, CSV (interval bounds in ``<col> lo``/``hi`` columns) and JSON."""
-
-    trows = table_rows(rows, gt_mode)
+def write_table(trows: Sequence[dict[str, Any]], gt_mode: str, out_dir: Path, missing: Sequence[str]) -> list[Path]:
+    """``table2``/``table4`` (`trows`: its `table_rows`) as Markdown, CSV (interval bounds in ``<col> lo``/``hi``
+    columns) and JSON."""
     stem = TABLE_NUMBER[gt_mode]
     csv_rows, csv_cols = [], list(ID_COLUMNS)
     for c in SCORE_COLUMNS:
@@ -345,7 +344,7 @@ def write_table(rows: Sequence[ResultRow], gt_mode: str, out_dir: Path, missing:
             flat[f"{c} lo"], flat[f"{c} hi"] = (ci[0], ci[1]) if ci else (None, None)
         csv_rows.append(flat)
     payload = {"table": GT_TITLES[gt_mode], "units": "percent, one decimal; CI = 95% bootstrap over images",
-               "rows": trows, "missing": list(missing)}
+               "rows": list(trows), "missing": list(missing)}
     return [
         write_text(out_dir / f"{stem}.md", table_markdown(trows, gt_mode, missing)),
         write_csv(out_dir / f"{stem}.csv", csv_rows, csv_cols),
