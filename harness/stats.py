@@ -121,13 +121,14 @@ def prediction_morphology_sets(cfg: Any, runs: Sequence[Path]) -> list[Morpholog
 
     found: dict[tuple[str, str], dict[str, list[Shape]]] = {}
     files = [(run, f) for run in runs for f in prediction_files(run) if not f.trial]  # trials: label_efficiency
+    models = {run: run_label(run) for run in runs}  # read each run's manifest once, not once per file
     for run, pf in tqdm(files, desc="prediction shapes", unit="file"):
         key = (pf.target, pf.subset)
         if key not in found:
             gt = target_gt(cfg, key[1], key[0])
             found[key] = {"ground truth": shapes(i for s in gt for i in s.instances)}
         preds = load_predictions(pf.path)
-        label = f"{run_label(run)} {pf.mode}"
+        label = f"{models[run]} {pf.mode}"
         if label in found[key]:  # two runs of one model: tell them apart by run folder
             label = f"{label} ({Path(run).name})"
         found[key][label] = shapes(i for s in preds.values() for i in s.instances)
