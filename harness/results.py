@@ -288,7 +288,7 @@ def ci_text(ci: Sequence[float] | None) -> str | None:
 def with_ci(value: float | None, ci: list[float] | None) -> str | None:
     if value is None:
         return None
-    return f"{value:.1f}" if ci is None else f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+    return f"{value:.1f}" if ci is None else f"{value:.1f} {ci_text(ci)}"
 
 
 def shown(cells: Mapping[str, Any], ci: bool = True) -> dict[str, Any]:
