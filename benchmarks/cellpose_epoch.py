@@ -24,17 +24,17 @@ logger = logging.getLogger(__name__)
 def train_one(data: str, target: str, work: Path, epochs: int, profile: str = "quick") -> dict[str, object]:
     """Train cellpose on `target` of the dataset `data` into `work`; what it took (seconds, cache, epochs)."""
     import adapters
-    from harness.classes import Unit, training_samples
+    from harness.classes import Unit, training_split
     from harness.config import load_model_config
     from harness.dataset import load_split, resolve_data
-    from harness.flatten import flatten
-
+    
     cfg = resolve_data(data)
     model = load_model_config("cellpose", profile)
+    cls = adapters.get("cellpose")
     unit = Unit(name=target, targets=[target], train_as={target: list(cfg.targets_of(cfg.train)[target])})
-    train, valid = (flatten(training_samples(load_split(cfg, ref), unit), model.label_rule, model.min_pixels,
-                            f"{target} {what}") for ref, what in ((cfg.train, "train"), (cfg.valid, "valid")))
-    adapter = adapters.get("cellpose").build(model.params, weights=None, device="cpu", seed=0)
+    train, valid = (training_split(load_split(cfg, ref), unit, model, cls.needs_label_maps, f"{target} {what}")
+                    for ref, what in ((cfg.train, "train"), (cfg.valid, "valid")))
+    adapter = cls.build(model.params, weights=None, device="cpu", seed=0)
     start = time.perf_counter()
     adapter.train(train, valid, work, **{**model.train, "epochs": epochs})
     figures: dict[str, object] = {"target": target, "train_s": round(time.perf_counter() - start, 2)}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
+from harness.flatten import flatten
 from metrics.matching import mask_nms
 
 if TYPE_CHECKING:
@@ -109,6 +110,18 @@ def training_samples(samples: Sequence[Sample], unit: Unit) -> list[Sample]:
     if crowd:
         logger.warning("%d crowd region(s) (iscrowd: 1) left out of training", crowd)
     return out
+
+
+def training_split(samples: Sequence[Sample], unit: Unit, model_cfg: ModelConfig, needs_label_maps: bool,
+                   what: str) -> list[Sample]:
+    """What a model's ``train`` gets of `samples`: the unit's categories (`training_samples`) and, for a model
+    with ``needs_label_maps``, the overlaps flattened by the config's ``label_maps`` rule.
+
+    The harness's train stage (`harness.run`) and the benchmarks that train as it does call this one function,
+    so they hand an adapter the same data.
+    """
+    out = training_samples(samples, unit)
+    return flatten(out, model_cfg.label_rule, model_cfg.min_pixels, what) if needs_label_maps else out
 
 
 def export_classes(targets: dict[str, tuple[str, ...]], classes: Sequence[str], where: str) -> dict[str, str]:

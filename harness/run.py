@@ -23,12 +23,11 @@ import numpy as np
 import yaml
 
 from harness import efficiency, envs, rehearsal
-from harness.classes import Unit, merge_classes, pred_categories, training_samples
+from harness.classes import Unit, merge_classes, pred_categories, training_split
 from harness.coco import load_coco
 from harness.concurrency import run_dir_lock, stage_lock
 from harness.errors import C6BenchError, ConfigError
 from harness.evaluate import evaluate
-from harness.flatten import flatten
 from harness.io import describe_os_error, write_json, write_json_or_overwrite, write_text
 from harness.manifest import PACKAGES, git_hash, versions
 from harness.plan import BenchSpec, Plan, Stage, Trial, safe_ref
@@ -134,12 +133,9 @@ class Runner(Planner):
         _seed_everything(trial.seed + k)  # member k of an ensemble: its own seed, so random inits differ
         adapter = self.cls.build(self.model_cfg.params, weights=weights, device=self.device, seed=trial.seed + k)
         subset = self.train_subset(trial)
-        train = training_samples(subset, unit)
-        valid = training_samples(self.split(self.data.valid), unit)
-        if self.cls.needs_label_maps:  # the one place training overlaps are flattened (the config's label_maps)
-            rule, least = self.model_cfg.label_rule, self.model_cfg.min_pixels
-            train, valid = (flatten(s, rule, least, f"{stage.id}: {what}") for s, what in ((train, "train"),
-                                                                                          (valid, "valid")))
+        train, valid = (training_split(samples, unit, self.model_cfg, self.cls.needs_label_maps,  # overlaps flattened
+                                       f"{stage.id}: {what}")
+                        for samples, what in ((subset, "train"), (self.split(self.data.valid), "valid")))
         work = self.run_dir / "checkpoints" / unit.name / stage.member / stage.trial / f"work-{self.key(stage)}"
         if stage.trial:
             logger.info("trial %s: seed %d, %d training image(s): %s", stage.trial, trial.seed, len(subset),
