@@ -10,7 +10,9 @@
   kernel when the holder exits, even on SIGKILL; Linux NFS clients map them onto NFS locks.
 * **Workers** (``c6bench stage`` started by ``--workers``) end when the launcher that started them dies:
   Linux delivers SIGINT to them (``PR_SET_PDEATHSIG``), and a watchdog thread notices a changed parent
-  elsewhere. The stage then records itself as interrupted.
+  elsewhere. The stage then records itself as interrupted. Both fire when the launcher dies, so a worker
+  raises KeyboardInterrupt for the first SIGINT only: a second one landing in the stage's clean-up would
+  cut short the write of its "failed" record and leave it "running".
 """
 
 from __future__ import annotations
@@ -124,9 +126,22 @@ def exit_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
         except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog below still works
             logger.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+    signal.signal(signal.SIGINT, _interrupt_once)
     if os.getppid() != int(expected):  # the launcher died before we got here
         raise KeyboardInterrupt
     threading.Thread(target=_watch, args=(int(expected),), name="parent-watch", daemon=True).start()
+
+
+_interrupted = threading.Event()
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """A worker's SIGINT handler: the first raises KeyboardInterrupt, later ones are logged and dropped."""
+    if _interrupted.is_set():
+        logger.debug("signal %d again while stopping; ignored so the stage can record itself", signum)
+        return
+    _interrupted.set()
+    raise KeyboardInterrupt
 
 
 def _watch(parent: int, every_s: float = 2.0, grace_s: float = 60.0) -> None:

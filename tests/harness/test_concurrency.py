@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import concurrency
 from harness.concurrency import Busy, hold
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,6 +159,25 @@ def test_workers_stop_when_their_launcher_is_killed(tmp_path: Path, subprocess_e
     _wait_for(gone, timeout=60)
     rec = _record(record)
     assert rec["state"] == "failed" and rec["error"].startswith("interrupted"), rec
+
+
+def test_a_worker_raises_for_its_first_sigint_only() -> None:
+    """PDEATHSIG and the watchdog both interrupt a worker whose launcher died; the second one must not cut short
+    the stage's clean-up (writing its "failed" record), or the record stays "running" (a CI failure, once)."""
+    previous = signal.signal(signal.SIGINT, concurrency._interrupt_once)
+    concurrency._interrupted.clear()
+    cleaned_up = False
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                signal.raise_signal(signal.SIGINT)
+            finally:
+                signal.raise_signal(signal.SIGINT)  # the second one, mid clean-up
+                cleaned_up = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        concurrency._interrupted.clear()
+    assert cleaned_up
 
 
 WRITES = re.compile(
