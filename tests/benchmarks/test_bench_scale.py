@@ -74,7 +74,7 @@ def test_cellpose_training_cold_then_warm_cache(tmp_path: Path) -> None:
     cold, warm = steps["cellpose_cells_cold"], steps["cellpose_cells_warm"]
     assert (cold["images"], cold["validation_images"], cold["epochs"]) == (2, 1, 2)
     assert (cold["cached"], warm["cached"]) == (0, 3)
-    for step in (cold, warm):
-        assert step["peak_rss_mb"] > 0 and step["epoch_s"] > 0 and step["flows_s"] > 0
+    for step in (cold, warm):  # timings are recorded, not tested: 3 tiny flow targets round to 0.0 s
+        assert step["peak_rss_mb"] > 0 and step["epoch_s"] > 0 and step["flows_s"] >= 0
     flows = sorted(p.name for p in (tmp_path / "cache-cellpose" / "derived" / "cellpose-flows").rglob("*.npy"))
     assert len(flows) == 3  # one per label map (2 train + 1 validation), none added by the warm run
