@@ -27,7 +27,7 @@ def train_one(data: str, target: str, work: Path, epochs: int, profile: str = "q
     from harness.classes import Unit, training_split
     from harness.config import load_model_config
     from harness.dataset import load_split, resolve_data
-    
+
     cfg = resolve_data(data)
     model = load_model_config("cellpose", profile)
     cls = adapters.get("cellpose")
